@@ -1,0 +1,91 @@
+"""Options shared by subcommands: engine flags built from :class:`EngineConfig`, JSON output, threads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from semcorr_ros.config import DEFAULT_SOURCES, KBC_MODES, EngineConfig
+from semcorr_ros.errors import ConfigError
+
+_DEFAULTS = EngineConfig()
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that configure the engine (defaults from :class:`EngineConfig`)."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--backbone", default="default",
+                   help="comma-separated feature sources to fuse, or 'default' (= %s); sources: "
+                        "effnet-lite2, dinov2-s-imgfocus, dinov2_vit{s,b,l,g}14[_reg] (needs --weights)"
+                        % ",".join(DEFAULT_SOURCES))
+    g.add_argument("--weights", action="append", default=[], metavar="SOURCE=PATH",
+                   help="weights file for a source, e.g. dinov2_vitb14=/models/dinov2_vitb14_pretrain.pth "
+                        "(repeatable)")
+    g.add_argument("--fusion-weights", default=None, metavar="PATH",
+                   help="fusion weights file ('uniform' for equal weights; default: the shipped file if it "
+                        "matches the sources, else uniform)")
+    g.add_argument("--device", default=_DEFAULTS.device, help="auto | cpu | cuda[:N] (default: %(default)s)")
+    g.add_argument("--fp16", action="store_true", help="half precision on CUDA")
+    g.add_argument("--kbc", choices=KBC_MODES, default=_DEFAULTS.kbc,
+                   help="keypoint-bounding-box-centred cropping (default: %(default)s)")
+    g.add_argument("--kbc-margin", type=float, default=_DEFAULTS.kbc_margin, help="(default: %(default)s)")
+    g.add_argument("--kbc-max-fraction", type=float, default=_DEFAULTS.kbc_max_fraction,
+                   help="'auto' crops when the object covers less than this fraction (default: %(default)s)")
+    g.add_argument("--no-depth-aware", action="store_true", help="disable depth-aware feature weighting")
+    g.add_argument("--score-threshold", type=float, default=_DEFAULTS.score_threshold,
+                   help="matches below are invalid (default: %(default)s)")
+    g.add_argument("--softargmax-radius", type=int, default=_DEFAULTS.softargmax_radius,
+                   help="(default: %(default)s)")
+    g.add_argument("--softargmax-temperature", type=float, default=_DEFAULTS.softargmax_temperature,
+                   help="(default: %(default)s)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """Build the validated :class:`EngineConfig` from parsed flags."""
+    sources = DEFAULT_SOURCES if args.backbone == "default" else tuple(
+        s.strip() for s in args.backbone.split(",") if s.strip())
+    weights = {}
+    for item in args.weights:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--weights expects SOURCE=PATH, got {item!r}")
+        weights[name] = path
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return EngineConfig(sources=sources, weights=weights, fusion_weights=args.fusion_weights, device=args.device,
+                        fp16=args.fp16, kbc=args.kbc, kbc_margin=args.kbc_margin,
+                        kbc_max_fraction=args.kbc_max_fraction, depth_aware=not args.no_depth_aware,
+                        score_threshold=args.score_threshold, softargmax_radius=args.softargmax_radius,
+                        softargmax_temperature=args.softargmax_temperature)
+
+
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write machine-readable results")
+
+
+def write_json(path: Path | None, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (nothing half-written on interruption)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,114 @@
+"""The one typed place for defaults: engine options as dataclasses, validated on construction.
+
+The ROS node declares its parameters from these defaults and the CLI builds its flags from them, so a default
+changes in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from semcorr_ros.errors import ConfigError
+
+#: The embedded default model: real pretrained weights that ship inside installed packages (no download).
+DEFAULT_SOURCES: tuple[str, ...] = ("effnet-lite2", "dinov2-s-imgfocus")
+
+DEVICES = ("auto", "cpu", "cuda")
+KBC_MODES = ("off", "on", "auto")
+
+
+@dataclass
+class EngineConfig:
+    """Options of :class:`semcorr_ros.engine.CorrespondenceEngine`.
+
+    Attributes:
+        sources: feature sources to fuse (names from ``semcorr_ros.engine.features.SOURCE_NAMES``).
+        weights: per-source weight file path (official DINOv2 ``.pth``/safetensors); default: the weights
+            that ship with the installed packages, where a source has them.
+        layers: per-source layer indices overriding the source's defaults.
+        input_sizes: per-source square model input side in pixels overriding the source's default.
+        fusion_weights: path of a fusion weights file (``semcorr-fusion-v1`` safetensors); ``None`` uses the
+            file shipped with the package when it matches ``sources``, else uniform weights; ``"uniform"``
+            forces uniform weights.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        fp16: half precision autocast on CUDA (ignored on the CPU).
+        softargmax_radius: half-size, in feature cells, of the window around the argmax for the soft-argmax.
+        softargmax_temperature: softmax temperature on cosine similarities inside that window.
+        cycle_sigma: scale (fraction of the image side) of the cycle-consistency error in the score.
+        score_threshold: matches scoring below are marked invalid.
+        depth_aware: weight the live feature map by how plausible each cell's depth is for the object.
+        depth_floor: weight of cells at implausible depths (0 removes them, 1 disables the weighting).
+        depth_sigma_min: smallest object depth spread, metres.
+        depth_radius: half-size in pixels of the window for robust depth sampling at a keypoint.
+        depth_scale: metres per unit of uint16 depth images (RealSense: 0.001).
+        kbc: keypoint-bounding-box-centred cropping: ``off``, ``on`` (always) or ``auto`` (when the object
+            covers less than ``kbc_max_fraction`` of the image).
+        kbc_margin: the keypoint box is enlarged by this fraction of its side on each side.
+        kbc_max_fraction: object area fraction below which ``auto`` crops.
+        pose_threshold: RANSAC inlier distance, metres.
+        pose_iterations: RANSAC hypotheses.
+        pose_min_inliers: fewest inliers for a valid pose.
+    """
+
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    weights: dict[str, str] = field(default_factory=dict)
+    layers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_sizes: dict[str, int] = field(default_factory=dict)
+    fusion_weights: str | None = None
+    device: str = "auto"
+    fp16: bool = False
+    softargmax_radius: int = 2
+    softargmax_temperature: float = 0.02
+    cycle_sigma: float = 0.05
+    score_threshold: float = 0.2
+    depth_aware: bool = True
+    depth_floor: float = 0.25
+    depth_sigma_min: float = 0.05
+    depth_radius: int = 2
+    depth_scale: float = 0.001
+    kbc: str = "auto"
+    kbc_margin: float = 0.25
+    kbc_max_fraction: float = 0.1
+    pose_threshold: float = 0.02
+    pose_iterations: int = 200
+    pose_min_inliers: int = 4
+
+    def __post_init__(self) -> None:
+        self.sources = tuple(self.sources)
+        if not self.sources:
+            raise ConfigError("sources must name at least one feature source")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"device must be one of {DEVICES} (or 'cuda:N'), got {self.device!r}")
+        if self.kbc not in KBC_MODES:
+            raise ConfigError(f"kbc must be one of {KBC_MODES}, got {self.kbc!r}")
+        _check_range("softargmax_radius", self.softargmax_radius, 0, 10)
+        _check_range("softargmax_temperature", self.softargmax_temperature, 1e-4, 10.0)
+        _check_range("cycle_sigma", self.cycle_sigma, 1e-4, 10.0)
+        _check_range("score_threshold", self.score_threshold, 0.0, 1.0)
+        _check_range("depth_floor", self.depth_floor, 0.0, 1.0)
+        _check_range("depth_sigma_min", self.depth_sigma_min, 1e-4, 100.0)
+        _check_range("depth_radius", self.depth_radius, 0, 50)
+        _check_range("depth_scale", self.depth_scale, 1e-9, 1e3)
+        _check_range("kbc_margin", self.kbc_margin, 0.0, 5.0)
+        _check_range("kbc_max_fraction", self.kbc_max_fraction, 0.0, 1.0)
+        _check_range("pose_threshold", self.pose_threshold, 1e-6, 10.0)
+        _check_range("pose_iterations", self.pose_iterations, 1, 100000)
+        _check_range("pose_min_inliers", self.pose_min_inliers, 3, 100000)
+
+    def replace(self, **changes: Any) -> "EngineConfig":
+        """A copy with ``changes`` applied (validated); unknown names raise :class:`ConfigError`."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown engine option(s) {unknown}; valid options: {sorted(known)}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data view (for JSON reports)."""
+        return asdict(self)
+
+
+def _check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
+        raise ConfigError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")

@@ -1,0 +1,322 @@
+"""The correspondence engine: reference in, per-frame keypoint matches (2D, 3D, pose) out. ROS-free.
+
+Pipeline per live frame (the reference's features are computed once by :meth:`set_reference`):
+
+1. encode: every feature source -> multi-layer normalised maps -> learned fusion -> ``[C, G, G]``;
+2. first pass: reference keypoint descriptors vs the live map (cosine), argmax + window soft-argmax, score from
+   peak similarity and cycle consistency;
+3. depth-aware pass (when depth is given): fit the object's depth distribution at the first-pass matches,
+   weight the live map's cells by depth plausibility, match again;
+4. KBC (when the object is small): crop reference and live frame around the keypoints / first-pass matches,
+   match inside the crops at full model resolution, map back;
+5. lift valid matches to 3D with the depth image and intrinsics; rigid pose (RANSAC + Umeyama) against the
+   reference's 3D keypoints when it has depth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import torch
+from torch import nn
+
+from semcorr_ros.config import EngineConfig
+from semcorr_ros.engine import depth_aware, geometry, kbc
+from semcorr_ros.engine.features import build_source
+from semcorr_ros.engine.features.base import FeatureSource
+from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
+from semcorr_ros.engine.inputs import image_to_tensor, validate_image, validate_keypoints
+from semcorr_ros.engine.matching import match_keypoints, pixels_to_uv, sample_descriptors, uv_to_pixels
+from semcorr_ros.engine.pose import estimate_pose
+from semcorr_ros.engine.types import MatchResult
+from semcorr_ros.errors import ConfigError, InputError, NoReferenceError, WeightsError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without CUDA raises :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available (use 'cpu' or 'auto')")
+    return torch.device(name)
+
+
+@dataclass
+class _View:
+    """Features of one image (or crop) around a set of keypoints."""
+
+    size: tuple[int, int]          # (width, height)
+    fmap: torch.Tensor             # [C, G, G], possibly depth-weighted (used for the cycle check)
+    desc: torch.Tensor             # [K, C] keypoint descriptors
+    uv: torch.Tensor               # [K, 2] normalised keypoints
+
+
+@dataclass
+class Reference:
+    """A cached reference: keypoints, optional 3D, features of the full image and of its KBC crop."""
+
+    reference_id: str
+    names: list[str]
+    keypoints: np.ndarray          # [K, 2] pixels
+    full: _View
+    crop_box: kbc.Box | None
+    crop: _View | None
+    points3d: np.ndarray | None    # [K, 3] reference camera frame, metres (NaN where unknown)
+    has_3d: np.ndarray | None      # [K] bool
+    depth_extent: float            # depth range of the reference keypoints, metres (0 when unknown)
+
+
+class CorrespondenceEngine:
+    """Semantic keypoint correspondence between a cached reference and live RGB(-D) frames.
+
+    Args:
+        config: options (defaults: :class:`EngineConfig`, the embedded default model).
+        sources: feature sources to use instead of building ``config.sources`` (tests, custom models).
+        fusion: fusion module to use instead of the configured one.
+    """
+
+    def __init__(self, config: EngineConfig | None = None, *, sources: Sequence[FeatureSource] | None = None,
+                 fusion: FeatureFusion | None = None) -> None:
+        self.config = config or EngineConfig()
+        cfg = self.config
+        self.device = resolve_device(cfg.device)
+        if sources is None:
+            sources = [build_source(n, weights=cfg.weights.get(n), layers=cfg.layers.get(n),
+                                    input_size=cfg.input_sizes.get(n)) for n in cfg.sources]
+        self.sources = nn.ModuleList(sources).eval().requires_grad_(False).to(self.device)
+        keys = [f"{s.name}/{layer}" for s in self.sources for layer in s.layer_names]
+        self.fusion = fusion if fusion is not None else _configured_fusion(keys, cfg.fusion_weights)
+        self.fusion = self.fusion.to(self.device)
+        self.reference: Reference | None = None
+        self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self.cache_size = 32
+
+    # ------------------------------------------------------------------ features
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> torch.Tensor:
+        """Fused feature map ``[C, G, G]`` of one ``uint8 [H, W, 3]`` RGB image (validated)."""
+        x = image_to_tensor(validate_image(image), self.device)
+        use_amp = self.config.fp16 and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
+            maps = [m for src in self.sources for m in src(x)]
+        return self.fusion([m.float() for m in maps])[0]
+
+    def _encode_cached(self, image: np.ndarray, key: Hashable | None) -> torch.Tensor:
+        if key is None:
+            return self.encode(image)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        fmap = self.encode(image)
+        self._cache[key] = fmap
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return fmap
+
+    def _view(self, fmap: torch.Tensor, xy: np.ndarray, size: tuple[int, int]) -> _View:
+        uv = pixels_to_uv(torch.as_tensor(xy, dtype=torch.float32, device=self.device), *size)
+        return _View(size=size, fmap=fmap, desc=sample_descriptors(fmap, uv), uv=uv)
+
+    # ------------------------------------------------------------------ reference
+    def set_reference(self, image: np.ndarray, keypoints: np.ndarray, names: Sequence[str] | None = None,
+                      depth: np.ndarray | None = None, intrinsics: np.ndarray | None = None,
+                      reference_id: str = "reference", cache_key: Hashable | None = None) -> Reference:
+        """Compute and cache the reference's features (full image and KBC crop).
+
+        Args:
+            image: ``uint8 [H, W, 3]`` RGB.
+            keypoints: ``[K, 2]`` pixels ``(x, y)``, inside the image, ``K >= 1``.
+            names: ``K`` keypoint names (default ``kp0..``).
+            depth: optional ``[H, W]`` depth (float metres or uint16 millimetres), for 3D and pose.
+            intrinsics: optional ``[3, 3]`` K of the reference camera (needed with ``depth``).
+            reference_id: identifier carried into the results.
+            cache_key: reuse cached full-image features under this key (evaluation).
+
+        Returns:
+            The new active :class:`Reference` (the previous one stays active if this raises).
+        """
+        image = validate_image(image, "reference image")
+        h, w = image.shape[:2]
+        kps = validate_keypoints(keypoints, (w, h), "reference keypoints")
+        if len(kps) == 0:
+            raise InputError("the reference has no keypoints")
+        names = [f"kp{i}" for i in range(len(kps))] if names is None else [str(n) for n in names]
+        if len(names) != len(kps):
+            raise InputError(f"{len(names)} names given for {len(kps)} reference keypoints")
+        points3d = has_3d = None
+        extent = 0.0
+        depth_m = None
+        if depth is not None:
+            depth_m = geometry.validate_depth(depth, (h, w), self.config.depth_scale)
+            z, ok = geometry.sample_depth(depth_m, kps, self.config.depth_radius)
+            if ok.any():
+                extent = float(np.nanmax(z[ok]) - np.nanmin(z[ok]))
+            if intrinsics is not None:
+                points3d, has_3d = geometry.lift(depth_m, kps, geometry.validate_intrinsics(intrinsics),
+                                                 self.config.depth_radius)
+        full = self._view(self._encode_cached(image, cache_key), kps, (w, h))
+        if depth_m is not None and self.config.depth_aware:
+            full.fmap = self._depth_weighted(full.fmap, depth_m, kps, None, extent)
+        crop_box = crop = None
+        if self.config.kbc != "off":
+            crop_box = kbc.keypoint_box(kps, (w, h), self.config.kbc_margin)
+            crop = self._crop_view(image, kps, crop_box, depth_m, extent)
+        ref = Reference(reference_id=reference_id, names=names, keypoints=kps, full=full, crop_box=crop_box,
+                        crop=crop, points3d=points3d, has_3d=has_3d, depth_extent=extent)
+        self.reference = ref
+        return ref
+
+    def _crop_view(self, image: np.ndarray, kps: np.ndarray, box: kbc.Box, depth_m: np.ndarray | None,
+                   extent: float) -> _View:
+        cimg = kbc.crop(image, box)
+        ckps = kbc.to_crop(kps, box)
+        view = self._view(self.encode(cimg), ckps, (cimg.shape[1], cimg.shape[0]))
+        if depth_m is not None and self.config.depth_aware:
+            view.fmap = self._depth_weighted(view.fmap, kbc.crop(depth_m, box), ckps, None, extent)
+        return view
+
+    def _depth_weighted(self, fmap: torch.Tensor, depth_m: np.ndarray, xy: np.ndarray,
+                        score: np.ndarray | None, extent: float) -> torch.Tensor:
+        model = self._depth_model(depth_m, xy, score, extent)
+        if model is None:
+            return fmap
+        wts = depth_aware.depth_weights(torch.from_numpy(depth_m).to(self.device), model, fmap.shape[-1],
+                                        self.config.depth_floor)
+        return fmap * wts[None]
+
+    def _depth_model(self, depth_m: np.ndarray, xy: np.ndarray, score: np.ndarray | None,
+                     extent: float) -> depth_aware.DepthModel | None:
+        z, ok = geometry.sample_depth(depth_m, xy, self.config.depth_radius)
+        wts = ok.astype(float) if score is None else np.where(ok, score, 0.0)
+        return depth_aware.fit_depth_model(z, wts, extent, self.config.depth_sigma_min)
+
+    # ------------------------------------------------------------------ matching
+    def _match_view(self, ref: _View, fmap: torch.Tensor, size: tuple[int, int],
+                    weights: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        m = match_keypoints(ref.desc, ref.uv, ref.fmap, fmap, radius=cfg.softargmax_radius,
+                            temperature=cfg.softargmax_temperature, cycle_sigma=cfg.cycle_sigma,
+                            tgt_weights=weights)
+        xy = uv_to_pixels(m.uv, *size).double().cpu().numpy()
+        return xy, m.score.double().cpu().numpy()
+
+    def match(self, image: np.ndarray, depth: np.ndarray | None = None,
+              intrinsics: np.ndarray | None = None, cache_key: Hashable | None = None) -> MatchResult:
+        """Match the active reference's keypoints into one live frame.
+
+        Args:
+            image: ``uint8 [H, W, 3]`` RGB live frame.
+            depth: optional ``[H, W]`` depth aligned to ``image`` (float metres, NaN/0 invalid, or uint16 mm).
+            intrinsics: optional ``[3, 3]`` K of the live camera; with ``depth`` gives 3D points and pose.
+            cache_key: reuse cached full-image features under this key (evaluation).
+
+        Returns:
+            :class:`MatchResult` (pixels, scores, validity, 3D points in the live camera optical frame).
+        """
+        ref = self.reference
+        if ref is None:
+            raise NoReferenceError("no reference set: call set_reference(image, keypoints) first")
+        cfg = self.config
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        image = validate_image(image)
+        h, w = image.shape[:2]
+        depth_m = None if depth is None else geometry.validate_depth(depth, (h, w), cfg.depth_scale)
+        K = None if intrinsics is None else geometry.validate_intrinsics(intrinsics)
+        fmap = self._encode_cached(image, cache_key)
+        timings["features"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        xy, score = self._match_view(ref.full, fmap, (w, h))
+        model = None
+        if cfg.depth_aware and depth_m is not None:
+            model = self._depth_model(depth_m, xy, score, ref.depth_extent)
+            if model is not None:
+                wts = depth_aware.depth_weights(torch.from_numpy(depth_m).to(self.device), model,
+                                                fmap.shape[-1], cfg.depth_floor)
+                xy, score = self._match_view(ref.full, fmap, (w, h), wts)
+        timings["match"] = time.perf_counter() - t
+
+        kbc_used = False
+        if ref.crop is not None and ref.crop_box is not None:
+            t = time.perf_counter()
+            max_fraction = 1.0 if cfg.kbc == "on" else cfg.kbc_max_fraction
+            boxes = kbc.kbc_boxes(ref.keypoints, ref.full.size, xy, score, (w, h), cfg.kbc_margin,
+                                  max_fraction, min_score=cfg.score_threshold,
+                                  tgt_pad=max(w, h) / fmap.shape[-1])
+            if boxes is not None:
+                box = boxes[1]
+                cimg = kbc.crop(image, box)
+                cfmap = self.encode(cimg)
+                weights = None
+                if model is not None:
+                    cdepth = kbc.crop(depth_m, box)
+                    weights = depth_aware.depth_weights(torch.from_numpy(cdepth).to(self.device), model,
+                                                        cfmap.shape[-1], cfg.depth_floor)
+                cxy, score = self._match_view(ref.crop, cfmap, (cimg.shape[1], cimg.shape[0]), weights)
+                xy = kbc.from_crop(cxy, box)
+                kbc_used = True
+            timings["kbc"] = time.perf_counter() - t
+
+        inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= h - 0.5)
+        valid = (score >= cfg.score_threshold) & inside
+        k = len(ref.names)
+        points = np.full((k, 3), np.nan)
+        has_3d = np.zeros(k, bool)
+        pose = None
+        if depth_m is not None and K is not None:
+            t = time.perf_counter()
+            points, has_3d = geometry.lift(depth_m, xy, K, cfg.depth_radius)
+            has_3d &= valid
+            points[~has_3d] = np.nan
+            timings["lift"] = time.perf_counter() - t
+            if ref.points3d is not None:
+                t = time.perf_counter()
+                pose = estimate_pose(ref.points3d, points, mask=has_3d & ref.has_3d,
+                                     threshold=cfg.pose_threshold, iterations=cfg.pose_iterations,
+                                     min_inliers=cfg.pose_min_inliers)
+                timings["pose"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        return MatchResult(names=list(ref.names), ref_xy=ref.keypoints.copy(), xy=xy, score=score, valid=valid,
+                           points3d=points, has_3d=has_3d, pose=pose, kbc_used=kbc_used,
+                           depth_weighted=model is not None, timings=timings)
+
+    def match_pair(self, src_image: np.ndarray, src_keypoints: np.ndarray, tgt_image: np.ndarray,
+                   src_key: Hashable | None = None, tgt_key: Hashable | None = None) -> MatchResult:
+        """Evaluation path: match ``src_keypoints`` of ``src_image`` into ``tgt_image``.
+
+        Uses (and leaves) a temporary reference; full-image features are cached by ``src_key``/``tgt_key``
+        so that every image of a benchmark is encoded once. The active reference is restored afterwards.
+        Empty keypoints give an empty result.
+        """
+        src_image = validate_image(src_image, "source image")
+        kps = validate_keypoints(src_keypoints, (src_image.shape[1], src_image.shape[0]), "source keypoints")
+        if len(kps) == 0:
+            return MatchResult.empty()
+        active = self.reference
+        try:
+            self.set_reference(src_image, kps, cache_key=src_key)
+            return self.match(tgt_image, cache_key=tgt_key)
+        finally:
+            self.reference = active
+
+
+def _configured_fusion(keys: list[str], path: str | None) -> FeatureFusion:
+    fusion = FeatureFusion(keys)
+    if path == "uniform":
+        return fusion
+    if path is not None:
+        load_fusion(fusion, path)
+        return fusion
+    shipped = resources.files("semcorr_ros") / "models" / "fusion_default.safetensors"
+    if shipped.is_file():
+        try:
+            load_fusion(fusion, str(shipped))
+        except WeightsError:
+            pass  # shipped weights are for another source set: uniform weights for this one
+    return fusion

@@ -1,0 +1,145 @@
+"""Keypoint-bounding-box-centred cropping (KBC, seed paper 2), a plug-in around any matcher.
+
+Small objects put their keypoints a few feature cells apart, so their descriptors blur into each other. KBC
+crops each image around the object's keypoints (the reference's annotated keypoints; the live frame's
+first-pass matches) so that the object fills the model input, matches inside the crops, and maps the result
+back to full-image pixels.
+
+Boxes are ``(x0, y0, x1, y1)`` in pixels (continuous, ``x1``/``y1`` exclusive edges). The crop box is the
+keypoints' bounding box, made square around its centre, enlarged by ``margin`` times its side on each side,
+at least ``min_side`` pixels, and shifted (not shrunk) to stay inside the image where it fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+def keypoint_box(xy: np.ndarray, image_size: tuple[int, int], margin: float = 0.25,
+                 min_side: float = 32.0, weights: np.ndarray | None = None, pad: float = 0.0) -> Box | None:
+    """Square crop box around keypoints.
+
+    Args:
+        xy: ``[K, 2]`` pixels (non-finite rows ignored).
+        image_size: ``(width, height)``.
+        margin: enlargement per side, as a fraction of the box side.
+        min_side: smallest side in pixels.
+        weights: optional ``[K]`` confidences; keypoints with weight <= 0 are ignored.
+        pad: at least this many pixels are added on each side (room for the error of estimated keypoints).
+
+    Returns:
+        The box, or ``None`` when no keypoint is usable.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    ok = np.isfinite(xy).all(1)
+    if weights is not None:
+        ok &= np.asarray(weights).reshape(-1) > 0
+    if not ok.any():
+        return None
+    width, height = image_size
+    pts = xy[ok]
+    lo, hi = pts.min(0), pts.max(0)
+    centre = 0.5 * (lo + hi)
+    spread = float((hi - lo).max())
+    side = max(spread * (1.0 + 2.0 * margin), spread + 2.0 * pad, float(min_side))
+    side = min(side, float(max(width, height)))
+    x0, y0 = centre - side / 2.0
+    x0 = min(max(x0, 0.0), max(width - side, 0.0)) if side <= width else (width - side) / 2.0
+    y0 = min(max(y0, 0.0), max(height - side, 0.0)) if side <= height else (height - side) / 2.0
+    return (float(x0), float(y0), float(x0 + side), float(y0 + side))
+
+
+def box_fraction(box: Box, image_size: tuple[int, int]) -> float:
+    """Area of the box (clipped to the image) over the image area."""
+    width, height = image_size
+    w = max(0.0, min(box[2], width) - max(box[0], 0.0))
+    h = max(0.0, min(box[3], height) - max(box[1], 0.0))
+    return w * h / float(width * height)
+
+
+def crop(image: np.ndarray, box: Box) -> np.ndarray:
+    """Crop ``[H, W, ...]`` to the integer pixel box covering ``box``; outside the image is zero-padded."""
+    x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+    x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+    h, w = image.shape[:2]
+    out = np.zeros((y1 - y0, x1 - x0) + image.shape[2:], dtype=image.dtype)
+    if image.dtype.kind == "f":
+        out[...] = np.nan if image.ndim == 2 else 0
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return out
+
+
+def crop_origin(box: Box) -> np.ndarray:
+    """Pixel offset ``[2]`` of the crop made by :func:`crop` (full = crop + origin)."""
+    return np.array([np.floor(box[0]), np.floor(box[1])], dtype=np.float64)
+
+
+def to_crop(xy: np.ndarray, box: Box) -> np.ndarray:
+    """Full-image pixels -> crop pixels."""
+    return np.asarray(xy, dtype=np.float64) - crop_origin(box)
+
+
+def from_crop(xy: np.ndarray, box: Box) -> np.ndarray:
+    """Crop pixels -> full-image pixels."""
+    return np.asarray(xy, dtype=np.float64) + crop_origin(box)
+
+
+MatchFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def kbc_boxes(src_xy: np.ndarray, src_size: tuple[int, int], coarse_xy: np.ndarray, coarse_score: np.ndarray,
+              tgt_size: tuple[int, int], margin: float = 0.25, max_fraction: float = 1.0,
+              min_score: float = 0.0, tgt_pad: float = 0.0) -> tuple[Box, Box] | None:
+    """Decide whether to crop, and where.
+
+    Args:
+        src_xy: ``[K, 2]`` source keypoints (pixels).
+        src_size, tgt_size: ``(width, height)`` of the two images.
+        coarse_xy, coarse_score: first-pass matches in the target and their scores.
+        margin: box enlargement per side (fraction of its side).
+        max_fraction: crop only when the object's box covers less than this fraction of either image.
+        min_score: first-pass matches at or below this score do not shape the target box.
+        tgt_pad: minimum padding of the target box in pixels (about the first pass's localisation error).
+
+    Returns:
+        ``(src_box, tgt_box)``, or ``None`` when the object is large enough or no box can be formed.
+    """
+    src_box = keypoint_box(src_xy, src_size, margin)
+    tgt_box = keypoint_box(coarse_xy, tgt_size, margin, weights=(np.asarray(coarse_score) > min_score).astype(float),
+                           pad=tgt_pad)
+    if src_box is None or tgt_box is None:
+        return None
+    if min(box_fraction(src_box, src_size), box_fraction(tgt_box, tgt_size)) >= max_fraction:
+        return None
+    return src_box, tgt_box
+
+
+def kbc_match(match: MatchFn, src_image: np.ndarray, src_xy: np.ndarray, tgt_image: np.ndarray,
+              margin: float = 0.25, max_fraction: float = 1.0, min_score: float = 0.0,
+              tgt_pad: float | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Wrap any matcher ``match(src_image, src_xy, tgt_image) -> (tgt_xy [K,2], score [K])`` with KBC.
+
+    1. First pass on the full images gives a coarse estimate of the object in the target.
+    2. If the object is small (see :func:`kbc_boxes`), crop the source around its keypoints and the target
+       around the first-pass matches (padded by ``tgt_pad`` pixels, default 1/16 of the target's longer
+       side), match inside the crops, and map back.
+
+    Returns:
+        ``(tgt_xy [K, 2], score [K], cropped)``.
+    """
+    xy, score = match(src_image, src_xy, tgt_image)
+    sh, sw = src_image.shape[:2]
+    th, tw = tgt_image.shape[:2]
+    pad = max(tw, th) / 16.0 if tgt_pad is None else tgt_pad
+    boxes = kbc_boxes(src_xy, (sw, sh), xy, score, (tw, th), margin, max_fraction, min_score, pad)
+    if boxes is None:
+        return xy, score, False
+    src_box, tgt_box = boxes
+    cxy, cscore = match(crop(src_image, src_box), to_crop(src_xy, src_box), crop(tgt_image, tgt_box))
+    return from_crop(cxy, tgt_box), cscore, True

@@ -1,0 +1,38 @@
+"""Depth-aware weighting: cell statistics, robust object model, weights."""
+
+import math
+
+import numpy as np
+import torch
+
+from semcorr_ros.engine.depth_aware import DepthModel, cell_depth_stats, depth_weights, fit_depth_model
+
+
+def test_cell_stats_ignore_invalid_pixels():
+    d = torch.full((4, 4), 2.0)
+    d[:2, :2] = torch.tensor([[1.0, 3.0], [float("nan"), 0.0]])  # top-left cell: valid 1 and 3
+    d[2:, 2:] = float("nan")                                       # bottom-right cell: no valid pixel
+    mean, var, valid = cell_depth_stats(d, 2)
+    assert mean[0, 0].item() == 2.0 and abs(var[0, 0].item() - 1.0) < 1e-6
+    assert mean[0, 1].item() == 2.0 and var[0, 1].item() == 0.0
+    assert not valid[1, 1] and valid[0, 0]
+
+
+def test_fit_model_robust_to_outlier_and_weights():
+    z = np.array([1.0, 1.02, 0.98, 1.01, 5.0, np.nan])
+    m = fit_depth_model(z, sigma_min=0.01)
+    assert abs(m.mean - 1.01) < 0.011 and m.sigma < 0.05
+    # Zero weight removes a keypoint; extent widens the spread.
+    m2 = fit_depth_model(z, weights=np.array([0, 0, 0, 0, 1.0, 1.0]), extent=0.4)
+    assert m2.mean == 5.0 and abs(m2.sigma - 0.2) < 1e-9
+    assert fit_depth_model(np.array([np.nan, 0.0])) is None
+
+
+def test_depth_weights_values():
+    d = torch.tensor([[1.0, 2.0], [float("nan"), 1.5]])
+    w = depth_weights(d, DepthModel(mean=1.0, sigma=0.5), grid=2, floor=0.2)
+    assert abs(w[0, 0].item() - 1.0) < 1e-6                         # at the object depth
+    expect = 0.2 + 0.8 * math.exp(-1.0 / (2 * 0.25))                # 2 sigma away
+    assert abs(w[0, 1].item() - expect) < 1e-6
+    assert w[1, 0].item() == 1.0                                     # no depth: neutral
+    assert 0.2 <= w.min().item() <= w.max().item() <= 1.0

@@ -1,0 +1,136 @@
+"""Engine end to end on a toy feature source with known answers (shift, depth plane), plus bad input."""
+
+import numpy as np
+import pytest
+
+from semcorr_ros.config import EngineConfig
+from semcorr_ros.engine import CorrespondenceEngine
+from semcorr_ros.errors import ConfigError, InputError, NoReferenceError
+
+from _toy import ToySource, texture  # noqa: E402  (test helper next to this file)
+
+K = np.array([[200.0, 0, 63.5], [0, 200.0, 63.5], [0, 0, 1]])
+
+
+def make_engine(**cfg):
+    cfg.setdefault("kbc", "off")
+    return CorrespondenceEngine(EngineConfig(device="cpu", fusion_weights="uniform", **cfg),
+                                sources=[ToySource(), ToySource(seed=1, name="toy2")])
+
+
+def test_shifted_copy_matches_shift():
+    img = texture(128, 128, seed=3)
+    kps = np.array([[40.0, 40.0], [80.0, 48.0], [56.0, 88.0]])
+    eng = make_engine()
+    eng.set_reference(img, kps, names=["a", "b", "c"])
+    live = np.roll(img, (8, 16), axis=(0, 1))               # content moves +16 px in x, +8 px in y
+    res = eng.match(live)
+    assert res.names == ["a", "b", "c"]
+    assert np.abs(res.xy - (kps + [16, 8])).max() <= 4.0
+    assert res.valid.all() and (res.score > 0.3).all()
+    assert not res.has_3d.any() and res.pose is None
+
+
+def test_depth_gives_3d_points_and_identity_pose():
+    img = texture(128, 128, seed=4)
+    depth = np.full((128, 128), 1500, np.uint16)             # plane at 1.5 m
+    kps = np.array([[30.0, 30.0], [90.0, 30.0], [60.0, 90.0], [40.0, 70.0], [95.0, 95.0]])
+    eng = make_engine(pose_threshold=0.05)  # half a feature cell (4 px) at 1.5 m, f = 200 px: 30 mm
+    eng.set_reference(img, kps, depth=depth, intrinsics=K)
+    res = eng.match(img, depth, K)
+    assert res.depth_weighted
+    assert res.has_3d.all()
+    assert np.allclose(res.points3d[:, 2], 1.5)
+    expect = np.c_[(res.xy - K[:2, 2]) / 200.0 * 1.5, np.full(5, 1.5)]
+    assert np.allclose(res.points3d, expect, atol=1e-6)
+    assert res.pose is not None and res.pose.valid
+    # matches are quantised to feature cells (<= 4 px = 30 mm here): identity within that error
+    assert np.allclose(res.pose.R, np.eye(3), atol=0.01) and np.abs(res.pose.t).max() < 0.03
+
+
+def test_depth_aware_rejects_a_same_looking_distractor_at_the_wrong_depth():
+    obj = texture(32, 32, seed=5)
+    ref = np.zeros((128, 128, 3), np.uint8)
+    ref[48:80, 48:80] = obj
+    live = np.zeros((128, 128, 3), np.uint8)
+    live[8:40, 8:40] = obj                                   # distractor copy, far behind (3 m)
+    live[80:112, 80:112] = obj                               # the object at 1 m
+    depth = np.full((128, 128), 3.0, np.float32)
+    depth[72:120, 72:120] = 1.0
+    ref_depth = np.full((128, 128), 1.0, np.float32)
+    kps = np.array([[56.0, 56.0], [70.0, 60.0], [60.0, 72.0]])
+    eng = make_engine(depth_floor=0.0)
+    eng.set_reference(ref, kps, depth=ref_depth)
+    # The first pass must pick something at the object's depth to seed the model: bias it by shading the copy.
+    live_b = live.copy()
+    live_b[8:40, 8:40] = (live[8:40, 8:40] * 0.9).astype(np.uint8)
+    with_depth = eng.match(live_b, depth)
+    assert with_depth.depth_weighted
+    assert np.abs(with_depth.xy - (kps + 32)).max() <= 6.0
+
+
+def test_kbc_on_small_object_crops_and_maps_back():
+    obj = texture(64, 64, seed=6)
+    ref = np.zeros((512, 512, 3), np.uint8)
+    ref[200:264, 200:264] = obj
+    live = np.zeros((512, 512, 3), np.uint8)
+    live[280:344, 120:184] = obj
+    kps = np.array([[212.0, 212.0], [252.0, 216.0], [230.0, 252.0]])
+    truth = kps + [-80, 80]
+    full = make_engine()
+    full.set_reference(ref, kps)
+    err_full = np.abs(full.match(live).xy - truth).max()
+    eng = make_engine(kbc="auto", kbc_margin=0.5, kbc_max_fraction=0.1)
+    eng.set_reference(ref, kps)
+    res = eng.match(live)
+    assert res.kbc_used and "kbc" in res.timings
+    err_kbc = np.abs(res.xy - truth).max()
+    assert err_kbc <= 4.0 and err_kbc < err_full  # crop cells are 80/16 = 5 px instead of 512/16 = 32 px
+
+
+def test_bad_inputs_raise_typed_errors():
+    eng = make_engine()
+    img = texture(64, 64)
+    with pytest.raises(NoReferenceError):
+        eng.match(img)
+    with pytest.raises(InputError, match="outside"):
+        eng.set_reference(img, np.array([[70.0, 10.0]]))
+    with pytest.raises(InputError, match="no keypoints"):
+        eng.set_reference(img, np.zeros((0, 2)))
+    with pytest.raises(InputError, match=r"\[K, 2\]"):
+        eng.set_reference(img, np.zeros((3, 3)))
+    with pytest.raises(InputError, match="non-finite"):
+        eng.set_reference(img, np.array([[np.nan, 1.0]]))
+    with pytest.raises(InputError, match="uint8"):
+        eng.set_reference(img.astype(np.int32), np.array([[10.0, 10.0]]))
+    with pytest.raises(InputError, match="shape"):
+        eng.set_reference(np.zeros((64, 64, 2), np.uint8), np.array([[10.0, 10.0]]))
+    eng.set_reference(img, np.array([[10.0, 10.0]]))
+    with pytest.raises(InputError, match="size"):
+        eng.match(img, depth=np.ones((32, 64), np.float32))
+    # All-invalid depth: no 3D, no depth weighting, still 2D matches, no NaN pixels.
+    res = eng.match(img, depth=np.full((64, 64), np.nan, np.float32), intrinsics=K)
+    assert not res.has_3d.any() and np.isfinite(res.xy).all()
+    res = eng.match(img, depth=np.zeros((64, 64), np.uint16), intrinsics=K)
+    assert not res.has_3d.any() and not res.depth_weighted
+    with pytest.raises(ConfigError, match="kbc"):
+        EngineConfig(kbc="sometimes")
+
+
+def test_failed_set_reference_keeps_previous_reference():
+    eng = make_engine()
+    img = texture(64, 64)
+    eng.set_reference(img, np.array([[10.0, 10.0]]), names=["x"])
+    with pytest.raises(InputError):
+        eng.set_reference(img, np.array([[100.0, 10.0]]), names=["y"])
+    assert eng.reference.names == ["x"]
+
+
+def test_match_pair_empty_and_restores_reference():
+    eng = make_engine()
+    img = texture(64, 64)
+    assert len(eng.match_pair(img, np.zeros((0, 2)), img).xy) == 0
+    eng.set_reference(img, np.array([[10.0, 10.0]]), names=["keep"])
+    res = eng.match_pair(img, np.array([[20.0, 20.0], [40.0, 30.0]]), img, src_key="a", tgt_key="a")
+    assert np.abs(res.xy - [[20, 20], [40, 30]]).max() <= 4.0
+    assert eng.reference.names == ["keep"]
