@@ -1,0 +1,7 @@
+"""``python -m semcorr_ros.cli`` = ``semcorr``."""
+
+import sys
+
+from semcorr_ros.cli import main
+
+sys.exit(main())
