@@ -58,5 +58,7 @@ def validate_keypoints(keypoints: np.ndarray, image_size: tuple[int, int], what:
 
 def image_to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """``uint8 [H, W, 3]`` -> float ``[1, 3, H, W]`` in [0, 1] on ``device``."""
+    if not image.flags.writeable:  # e.g. a view of a ROS message buffer; torch needs writable memory
+        image = image.copy()
     t = torch.from_numpy(image).to(device, non_blocking=True)
     return t.permute(2, 0, 1)[None].float().div_(255.0)
