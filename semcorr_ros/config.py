@@ -14,6 +14,9 @@ from semcorr_ros.errors import ConfigError
 #: The embedded default model: real pretrained weights that ship inside installed packages (no download).
 DEFAULT_SOURCES: tuple[str, ...] = ("effnet-lite2", "dinov2-s-imgfocus")
 
+#: Fusion weight of each default source (split equally among its layers), chosen on pf-willow-dev.
+DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {"effnet-lite2": 0.7, "dinov2-s-imgfocus": 0.3}
+
 DEVICES = ("auto", "cpu", "cuda")
 KBC_MODES = ("off", "on", "auto")
 
@@ -28,9 +31,14 @@ class EngineConfig:
             that ship with the installed packages, where a source has them.
         layers: per-source layer indices overriding the source's defaults.
         input_sizes: per-source square model input side in pixels overriding the source's default.
-        fusion_weights: path of a fusion weights file (``semcorr-fusion-v1`` safetensors); ``None`` uses the
-            file shipped with the package when it matches ``sources``, else uniform weights; ``"uniform"``
-            forces uniform weights.
+        source_weights: relative weight of each source in the fusion when no fusion weights file is used;
+            a source's weight is split equally among its layers; sources not listed get 1.0. The default
+            favours EfficientNet-Lite2 (chosen on pf-willow-dev, see the README's results).
+        fusion_weights: path of a fusion weights file (``semcorr-fusion-v1`` safetensors, per-layer weights
+            learned by training); ``None`` uses the file shipped with the package when it matches the
+            configured maps, else ``source_weights``; ``"none"`` forces ``source_weights``.
+        center_features: subtract each map's spatial mean (per image) before normalising: removes the
+            component shared by every pixel of an image, which otherwise inflates all similarities.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         fp16: half precision autocast on CUDA (ignored on the CPU).
         softargmax_radius: half-size, in feature cells, of the window around the argmax for the soft-argmax.
@@ -55,10 +63,12 @@ class EngineConfig:
     weights: dict[str, str] = field(default_factory=dict)
     layers: dict[str, tuple[int, ...]] = field(default_factory=dict)
     input_sizes: dict[str, int] = field(default_factory=dict)
+    source_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SOURCE_WEIGHTS))
     fusion_weights: str | None = None
+    center_features: bool = True
     device: str = "auto"
     fp16: bool = False
-    softargmax_radius: int = 2
+    softargmax_radius: int = 4
     softargmax_temperature: float = 0.02
     cycle_sigma: float = 0.05
     score_threshold: float = 0.2
@@ -82,6 +92,8 @@ class EngineConfig:
             raise ConfigError(f"device must be one of {DEVICES} (or 'cuda:N'), got {self.device!r}")
         if self.kbc not in KBC_MODES:
             raise ConfigError(f"kbc must be one of {KBC_MODES}, got {self.kbc!r}")
+        for name, w in self.source_weights.items():
+            _check_range(f"source_weights[{name!r}]", w, 0.0, 1e6)
         _check_range("softargmax_radius", self.softargmax_radius, 0, 10)
         _check_range("softargmax_temperature", self.softargmax_temperature, 1e-4, 10.0)
         _check_range("cycle_sigma", self.cycle_sigma, 1e-4, 10.0)

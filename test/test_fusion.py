@@ -54,3 +54,19 @@ def test_bad_files(tmp_path):
 def test_wrong_number_of_maps():
     with pytest.raises(WeightsError, match="expects 2 maps"):
         FeatureFusion(["a/1", "b/1"])([torch.randn(1, 2, 3, 3)])
+
+
+def test_initial_weights_and_centering():
+    fusion = FeatureFusion(["a/0", "b/0"], weights=[3.0, 1.0], center=True)
+    assert torch.allclose(fusion.weights, torch.tensor([0.75, 0.25]))
+    base = F.normalize(torch.randn(1, 4, 1, 1), dim=1)
+    # A map that is one vector everywhere plus small noise: after centering only the noise is left.
+    noise = 0.01 * torch.randn(1, 4, 5, 5)
+    m = F.normalize(base.expand(1, 4, 5, 5) + noise, dim=1)
+    out = fusion([m, m])
+    assert torch.allclose(out.norm(dim=1), torch.ones(1, 5, 5), atol=1e-5)
+    cos_before = (m[0, :, 0, 0] * m[0, :, 4, 4]).sum()
+    cos_after = (out[0, :, 0, 0] * out[0, :, 4, 4]).sum()
+    assert cos_before > 0.99 and cos_after < 0.9
+    with pytest.raises(WeightsError, match="positive"):
+        FeatureFusion(["a/0"], weights=[0.0])

@@ -33,15 +33,17 @@ def test_kbc_boxes_trigger_only_for_small_objects():
 
 
 def _dot_matcher(src_img, src_xy, tgt_img):
-    """Stand-in for a coarse matcher: finds each keypoint's colour in the target, quantised to 1/8 of the
-    target width (a low-resolution feature map), so it is accurate only when the object fills the input."""
-    q = tgt_img.shape[1] / 8.0
-    out = []
+    """Stand-in for a coarse matcher: finds each keypoint's colour in the target, quantised to 1/32 of the
+    target width (a low-resolution feature map), so it is accurate only when the object fills the input.
+    A colour not in the target gives NaN with score 0."""
+    q = tgt_img.shape[1] / 32.0
+    out, score = [], []
     for x, y in np.round(src_xy).astype(int):
         ys, xs = np.nonzero(tgt_img[:, :, 0] == src_img[y, x, 0])
-        out.append([xs[0], ys[0]])
+        out.append([xs[0], ys[0]] if len(xs) else [np.nan, np.nan])
+        score.append(1.0 if len(xs) else 0.0)
     out = np.asarray(out, float)
-    return (np.floor(out / q) + 0.5) * q, np.ones(len(out))
+    return (np.floor(out / q) + 0.5) * q, np.asarray(score)
 
 
 def test_kbc_match_wraps_any_matcher_and_maps_back():
@@ -53,11 +55,10 @@ def test_kbc_match_wraps_any_matcher_and_maps_back():
         src_img[p[1], p[0], 0] = tgt_img[q[1], q[0], 0] = 10 + i
     truth = src_xy + offset
     coarse, _ = _dot_matcher(src_img, src_xy, tgt_img)
-    xy, score, cropped = kbc_match(_dot_matcher, src_img, src_xy, tgt_img, margin=0.25, max_fraction=0.5,
-                                   tgt_pad=80.0)
+    xy, score, cropped = kbc_match(_dot_matcher, src_img, src_xy, tgt_img, margin=0.25, max_fraction=0.5)
     assert cropped and score.shape == (3,)
     err_full, err_kbc = np.abs(coarse - truth).max(), np.abs(xy - truth).max()
-    assert err_full > 20 and err_kbc < 0.5 * err_full
+    assert err_full > 5 and err_kbc < 0.5 * err_full
     # Large object: no crop, the first pass is returned unchanged.
     xy2, _, cropped2 = kbc_match(_dot_matcher, src_img, src_xy, tgt_img, margin=0.25, max_fraction=0.0)
     assert not cropped2 and np.array_equal(xy2, coarse)

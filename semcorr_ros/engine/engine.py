@@ -2,7 +2,8 @@
 
 Pipeline per live frame (the reference's features are computed once by :meth:`set_reference`):
 
-1. encode: every feature source -> multi-layer normalised maps -> learned fusion -> ``[C, G, G]``;
+1. encode: every feature source -> multi-layer normalised maps -> centring with the reference's mean vectors
+   -> learned fusion -> ``[C, G, G]``;
 2. first pass: reference keypoint descriptors vs the live map (cosine), argmax + window soft-argmax, score from
    peak similarity and cycle consistency;
 3. depth-aware pass (when depth is given): fit the object's depth distribution at the first-pass matches,
@@ -54,6 +55,7 @@ class _View:
     fmap: torch.Tensor             # [C, G, G], possibly depth-weighted (used for the cycle check)
     desc: torch.Tensor             # [K, C] keypoint descriptors
     uv: torch.Tensor               # [K, 2] normalised keypoints
+    means: list[torch.Tensor]      # per-map centering vectors [1, C_m, 1, 1], reused for live maps
 
 
 @dataclass
@@ -90,37 +92,52 @@ class CorrespondenceEngine:
                                     input_size=cfg.input_sizes.get(n)) for n in cfg.sources]
         self.sources = nn.ModuleList(sources).eval().requires_grad_(False).to(self.device)
         keys = [f"{s.name}/{layer}" for s in self.sources for layer in s.layer_names]
-        self.fusion = fusion if fusion is not None else _configured_fusion(keys, cfg.fusion_weights)
+        if fusion is None:
+            init = [cfg.source_weights.get(s.name, 1.0) / len(s.layer_names) for s in self.sources
+                    for _ in s.layer_names]
+            fusion = _configured_fusion(FeatureFusion(keys, weights=init, center=cfg.center_features),
+                                        cfg.fusion_weights)
+        self.fusion = fusion
         self.fusion = self.fusion.to(self.device)
         self.reference: Reference | None = None
-        self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
         self.cache_size = 32
 
     # ------------------------------------------------------------------ features
     @torch.inference_mode()
-    def encode(self, image: np.ndarray) -> torch.Tensor:
-        """Fused feature map ``[C, G, G]`` of one ``uint8 [H, W, 3]`` RGB image (validated)."""
+    def encode_maps(self, image: np.ndarray, cache_key: Hashable | None = None) -> list[torch.Tensor]:
+        """Every source's normalised maps ``[1, C_m, h_m, w_m]`` for one ``uint8 [H, W, 3]`` RGB image.
+
+        With ``cache_key`` the maps are kept in a small LRU cache (evaluation encodes each image once).
+        """
+        if cache_key is not None and cache_key in self._cache:
+            self._cache.move_to_end(cache_key)
+            return self._cache[cache_key]
         x = image_to_tensor(validate_image(image), self.device)
         use_amp = self.config.fp16 and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
-            maps = [m for src in self.sources for m in src(x)]
-        return self.fusion([m.float() for m in maps])[0]
+            maps = [m.float() for src in self.sources for m in src(x)]
+        if cache_key is not None:
+            self._cache[cache_key] = maps
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return maps
 
-    def _encode_cached(self, image: np.ndarray, key: Hashable | None) -> torch.Tensor:
-        if key is None:
-            return self.encode(image)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        fmap = self.encode(image)
-        self._cache[key] = fmap
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return fmap
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray, means: list[torch.Tensor] | None = None,
+               cache_key: Hashable | None = None) -> torch.Tensor:
+        """Fused feature map ``[C, G, G]`` of one image, centred with ``means`` (default: its own)."""
+        return self.fusion(self.encode_maps(image, cache_key), means)[0]
 
-    def _view(self, fmap: torch.Tensor, xy: np.ndarray, size: tuple[int, int]) -> _View:
+    @torch.inference_mode()
+    def _view(self, image: np.ndarray, xy: np.ndarray, cache_key: Hashable | None = None) -> _View:
+        """Encode a reference image (or crop) and sample its keypoint descriptors."""
+        maps = self.encode_maps(image, cache_key)
+        means = self.fusion.map_means(maps)
+        fmap = self.fusion(maps, means)[0]
+        size = (image.shape[1], image.shape[0])
         uv = pixels_to_uv(torch.as_tensor(xy, dtype=torch.float32, device=self.device), *size)
-        return _View(size=size, fmap=fmap, desc=sample_descriptors(fmap, uv), uv=uv)
+        return _View(size=size, fmap=fmap, desc=sample_descriptors(fmap, uv), uv=uv, means=means)
 
     # ------------------------------------------------------------------ reference
     def set_reference(self, image: np.ndarray, keypoints: np.ndarray, names: Sequence[str] | None = None,
@@ -159,7 +176,7 @@ class CorrespondenceEngine:
             if intrinsics is not None:
                 points3d, has_3d = geometry.lift(depth_m, kps, geometry.validate_intrinsics(intrinsics),
                                                  self.config.depth_radius)
-        full = self._view(self._encode_cached(image, cache_key), kps, (w, h))
+        full = self._view(image, kps, cache_key)
         if depth_m is not None and self.config.depth_aware:
             full.fmap = self._depth_weighted(full.fmap, depth_m, kps, None, extent)
         crop_box = crop = None
@@ -175,7 +192,7 @@ class CorrespondenceEngine:
                    extent: float) -> _View:
         cimg = kbc.crop(image, box)
         ckps = kbc.to_crop(kps, box)
-        view = self._view(self.encode(cimg), ckps, (cimg.shape[1], cimg.shape[0]))
+        view = self._view(cimg, ckps)
         if depth_m is not None and self.config.depth_aware:
             view.fmap = self._depth_weighted(view.fmap, kbc.crop(depth_m, box), ckps, None, extent)
         return view
@@ -228,7 +245,7 @@ class CorrespondenceEngine:
         h, w = image.shape[:2]
         depth_m = None if depth is None else geometry.validate_depth(depth, (h, w), cfg.depth_scale)
         K = None if intrinsics is None else geometry.validate_intrinsics(intrinsics)
-        fmap = self._encode_cached(image, cache_key)
+        fmap = self.encode(image, ref.full.means, cache_key)
         timings["features"] = time.perf_counter() - t0
 
         t = time.perf_counter()
@@ -247,12 +264,11 @@ class CorrespondenceEngine:
             t = time.perf_counter()
             max_fraction = 1.0 if cfg.kbc == "on" else cfg.kbc_max_fraction
             boxes = kbc.kbc_boxes(ref.keypoints, ref.full.size, xy, score, (w, h), cfg.kbc_margin,
-                                  max_fraction, min_score=cfg.score_threshold,
-                                  tgt_pad=max(w, h) / fmap.shape[-1])
+                                  max_fraction, min_score=cfg.score_threshold)
             if boxes is not None:
                 box = boxes[1]
                 cimg = kbc.crop(image, box)
-                cfmap = self.encode(cimg)
+                cfmap = self.encode(cimg, ref.crop.means)
                 weights = None
                 if model is not None:
                     cdepth = kbc.crop(depth_m, box)
@@ -306,9 +322,9 @@ class CorrespondenceEngine:
             self.reference = active
 
 
-def _configured_fusion(keys: list[str], path: str | None) -> FeatureFusion:
-    fusion = FeatureFusion(keys)
-    if path == "uniform":
+def _configured_fusion(fusion: FeatureFusion, path: str | None) -> FeatureFusion:
+    """Load trained fusion weights into ``fusion``: from ``path``, else the shipped file when it fits."""
+    if path == "none":
         return fusion
     if path is not None:
         load_fusion(fusion, path)
@@ -318,5 +334,5 @@ def _configured_fusion(keys: list[str], path: str | None) -> FeatureFusion:
         try:
             load_fusion(fusion, str(shipped))
         except WeightsError:
-            pass  # shipped weights are for another source set: uniform weights for this one
+            pass  # shipped weights are for other maps: keep the source_weights initialisation
     return fusion

@@ -9,6 +9,11 @@ so that ``||F|| = 1`` and the cosine similarity of two fused descriptors is the 
 cosine similarities, ``<F, F'> = sum_m w_m <f_m, f'_m>``. Uniform weights (all logits zero) are the untrained
 default; ``semcorr train-fusion`` learns the logits contrastively and writes them with :func:`save_fusion`.
 
+Optionally (``center``) a mean vector ``mu_m`` is subtracted from each map before it is re-normalised: the
+component every pixel shares carries no information about *where* a keypoint is. ``mu_m`` is the spatial mean
+of the *reference* image's map, and the same vectors are subtracted from the live maps, so the transform is one
+fixed affine map of the feature space per reference, independent of what else the live frame shows.
+
 Maps of different resolutions are resampled bilinearly onto a common ``grid x grid`` lattice of the input image
 (cell centres at normalised coordinates ``(j + 0.5) / grid``), then re-normalised.
 
@@ -39,9 +44,12 @@ class FeatureFusion(nn.Module):
     Args:
         keys: one name per input map, ``"<source>/<layer>"``.
         grid: side of the common lattice in cells; ``None`` uses the largest input map side.
+        weights: initial weights per map (positive; normalised), default uniform.
+        center: subtract each map's spatial mean before resampling (then re-normalise).
     """
 
-    def __init__(self, keys: Sequence[str], grid: int | None = None) -> None:
+    def __init__(self, keys: Sequence[str], grid: int | None = None, weights: Sequence[float] | None = None,
+                 center: bool = False) -> None:
         super().__init__()
         if len(keys) == 0:
             raise WeightsError("fusion needs at least one feature map key")
@@ -49,18 +57,32 @@ class FeatureFusion(nn.Module):
             raise WeightsError(f"fusion keys must be unique, got {list(keys)}")
         self.keys = list(keys)
         self.grid = grid
-        self.logits = nn.Parameter(torch.zeros(len(keys)), requires_grad=False)
+        self.center = center
+        logits = torch.zeros(len(keys))
+        if weights is not None:
+            w = torch.as_tensor(list(weights), dtype=torch.float32)
+            if w.shape != logits.shape or not torch.isfinite(w).all() or (w <= 0).any():
+                raise WeightsError(f"fusion needs {len(keys)} positive weights for {self.keys}, got {list(weights)}")
+            logits = torch.log(w / w.sum())
+        self.logits = nn.Parameter(logits, requires_grad=False)
 
     @property
     def weights(self) -> torch.Tensor:
         """``[M]`` normalised fusion weights (sum to 1)."""
         return torch.softmax(self.logits, dim=0)
 
-    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    @staticmethod
+    def map_means(maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Spatial mean ``[B, C_m, 1, 1]`` of every map (the centering vectors of a reference)."""
+        return [m.mean(dim=(2, 3), keepdim=True) for m in maps]
+
+    def forward(self, maps: Sequence[torch.Tensor], means: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Fuse.
 
         Args:
             maps: ``M`` maps ``[B, C_m, h_m, w_m]``, unit norm along dim 1.
+            means: centering vectors ``[B or 1, C_m, 1, 1]`` (from :meth:`map_means` of the reference);
+                ``None`` uses the maps' own means. Ignored unless ``center``.
 
         Returns:
             ``[B, sum C_m, G, G]`` fused map, unit norm along dim 1.
@@ -70,7 +92,11 @@ class FeatureFusion(nn.Module):
         grid = self.grid or max(max(m.shape[-2:]) for m in maps)
         w = self.weights.to(maps[0].device)
         out = []
+        if self.center and means is None:
+            means = self.map_means(maps)
         for i, m in enumerate(maps):
+            if self.center:
+                m = F.normalize(m - means[i], dim=1)
             if m.shape[-2:] != (grid, grid):
                 m = F.normalize(F.interpolate(m, size=(grid, grid), mode="bilinear", align_corners=False), dim=1)
             out.append(m * w[i].sqrt())

@@ -5,9 +5,10 @@ crops each image around the object's keypoints (the reference's annotated keypoi
 first-pass matches) so that the object fills the model input, matches inside the crops, and maps the result
 back to full-image pixels.
 
-Boxes are ``(x0, y0, x1, y1)`` in pixels (continuous, ``x1``/``y1`` exclusive edges). The crop box is the
-keypoints' bounding box, made square around its centre, enlarged by ``margin`` times its side on each side,
-at least ``min_side`` pixels, and shifted (not shrunk) to stay inside the image where it fits.
+Boxes are ``(x0, y0, x1, y1)`` in pixels (continuous, ``x1``/``y1`` exclusive edges). The source crop box is
+the keypoints' bounding box, made square around its centre, enlarged by ``margin`` times its side on each side,
+at least ``min_side`` pixels, and shifted (not shrunk) to stay inside the image where it fits. The target crop
+frames the first-pass matches at the same relative scale (:func:`framed_box`).
 """
 
 from __future__ import annotations
@@ -47,10 +48,7 @@ def keypoint_box(xy: np.ndarray, image_size: tuple[int, int], margin: float = 0.
     spread = float((hi - lo).max())
     side = max(spread * (1.0 + 2.0 * margin), spread + 2.0 * pad, float(min_side))
     side = min(side, float(max(width, height)))
-    x0, y0 = centre - side / 2.0
-    x0 = min(max(x0, 0.0), max(width - side, 0.0)) if side <= width else (width - side) / 2.0
-    y0 = min(max(y0, 0.0), max(height - side, 0.0)) if side <= height else (height - side) / 2.0
-    return (float(x0), float(y0), float(x0 + side), float(y0 + side))
+    return _place(centre, side, image_size)
 
 
 def box_fraction(box: Box, image_size: tuple[int, int]) -> float:
@@ -93,27 +91,76 @@ def from_crop(xy: np.ndarray, box: Box) -> np.ndarray:
 MatchFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+def framed_box(src_xy: np.ndarray, src_box: Box, tgt_xy: np.ndarray, tgt_size: tuple[int, int],
+               weights: np.ndarray | None = None) -> Box | None:
+    """Target crop box that frames the object like ``src_box`` frames it in the source.
+
+    The scale is the median ratio of pairwise distances between target and source keypoints, the centre maps
+    the source box centre through the median translation at that scale; both are robust to a minority of wrong
+    first-pass matches. The two crops then show the object at the same size, which is what lets features that
+    are not scale invariant match inside them.
+
+    Args:
+        src_xy: ``[K, 2]`` source keypoints.
+        src_box: the source crop box.
+        tgt_xy: ``[K, 2]`` estimated target keypoints (first pass).
+        tgt_size: ``(width, height)`` of the target image.
+        weights: ``[K]``: keypoints with weight <= 0 are ignored.
+
+    Returns:
+        The box (shifted inside the image where it fits), or ``None`` with fewer than two usable keypoints.
+    """
+    src_xy = np.asarray(src_xy, dtype=np.float64).reshape(-1, 2)
+    tgt_xy = np.asarray(tgt_xy, dtype=np.float64).reshape(-1, 2)
+    ok = np.isfinite(src_xy).all(1) & np.isfinite(tgt_xy).all(1)
+    if weights is not None:
+        ok &= np.asarray(weights).reshape(-1) > 0
+    if ok.sum() < 2:
+        return None
+    s, t = src_xy[ok], tgt_xy[ok]
+    i, j = np.triu_indices(len(s), 1)
+    ds = np.linalg.norm(s[i] - s[j], axis=1)
+    dt = np.linalg.norm(t[i] - t[j], axis=1)
+    good = ds > 1e-6
+    if not good.any():
+        return None
+    scale = float(np.clip(np.median(dt[good] / ds[good]), 0.05, 20.0))
+    src_centre = np.array([(src_box[0] + src_box[2]) / 2.0, (src_box[1] + src_box[3]) / 2.0])
+    centre = src_centre * scale + np.median(t - s * scale, axis=0)
+    side = min((src_box[2] - src_box[0]) * scale, float(max(tgt_size)))
+    return _place(centre, side, tgt_size)
+
+
+def _place(centre: np.ndarray, side: float, size: tuple[int, int]) -> Box:
+    width, height = size
+    x0, y0 = centre - side / 2.0
+    x0 = min(max(x0, 0.0), max(width - side, 0.0)) if side <= width else (width - side) / 2.0
+    y0 = min(max(y0, 0.0), max(height - side, 0.0)) if side <= height else (height - side) / 2.0
+    return (float(x0), float(y0), float(x0 + side), float(y0 + side))
+
+
 def kbc_boxes(src_xy: np.ndarray, src_size: tuple[int, int], coarse_xy: np.ndarray, coarse_score: np.ndarray,
               tgt_size: tuple[int, int], margin: float = 0.25, max_fraction: float = 1.0,
-              min_score: float = 0.0, tgt_pad: float = 0.0) -> tuple[Box, Box] | None:
+              min_score: float = 0.0) -> tuple[Box, Box] | None:
     """Decide whether to crop, and where.
 
     Args:
         src_xy: ``[K, 2]`` source keypoints (pixels).
         src_size, tgt_size: ``(width, height)`` of the two images.
         coarse_xy, coarse_score: first-pass matches in the target and their scores.
-        margin: box enlargement per side (fraction of its side).
+        margin: source box enlargement per side (fraction of its side).
         max_fraction: crop only when the object's box covers less than this fraction of either image.
         min_score: first-pass matches at or below this score do not shape the target box.
-        tgt_pad: minimum padding of the target box in pixels (about the first pass's localisation error).
 
     Returns:
         ``(src_box, tgt_box)``, or ``None`` when the object is large enough or no box can be formed.
     """
     src_box = keypoint_box(src_xy, src_size, margin)
-    tgt_box = keypoint_box(coarse_xy, tgt_size, margin, weights=(np.asarray(coarse_score) > min_score).astype(float),
-                           pad=tgt_pad)
-    if src_box is None or tgt_box is None:
+    if src_box is None:
+        return None
+    tgt_box = framed_box(src_xy, src_box, coarse_xy, tgt_size,
+                         weights=(np.asarray(coarse_score) > min_score).astype(float))
+    if tgt_box is None:
         return None
     if min(box_fraction(src_box, src_size), box_fraction(tgt_box, tgt_size)) >= max_fraction:
         return None
@@ -121,14 +168,14 @@ def kbc_boxes(src_xy: np.ndarray, src_size: tuple[int, int], coarse_xy: np.ndarr
 
 
 def kbc_match(match: MatchFn, src_image: np.ndarray, src_xy: np.ndarray, tgt_image: np.ndarray,
-              margin: float = 0.25, max_fraction: float = 1.0, min_score: float = 0.0,
-              tgt_pad: float | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+              margin: float = 0.25, max_fraction: float = 1.0,
+              min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray, bool]:
     """Wrap any matcher ``match(src_image, src_xy, tgt_image) -> (tgt_xy [K,2], score [K])`` with KBC.
 
     1. First pass on the full images gives a coarse estimate of the object in the target.
     2. If the object is small (see :func:`kbc_boxes`), crop the source around its keypoints and the target
-       around the first-pass matches (padded by ``tgt_pad`` pixels, default 1/16 of the target's longer
-       side), match inside the crops, and map back.
+       framed like the source crop around the first-pass matches (:func:`framed_box`), match inside the
+       crops, and map back.
 
     Returns:
         ``(tgt_xy [K, 2], score [K], cropped)``.
@@ -136,8 +183,7 @@ def kbc_match(match: MatchFn, src_image: np.ndarray, src_xy: np.ndarray, tgt_ima
     xy, score = match(src_image, src_xy, tgt_image)
     sh, sw = src_image.shape[:2]
     th, tw = tgt_image.shape[:2]
-    pad = max(tw, th) / 16.0 if tgt_pad is None else tgt_pad
-    boxes = kbc_boxes(src_xy, (sw, sh), xy, score, (tw, th), margin, max_fraction, min_score, pad)
+    boxes = kbc_boxes(src_xy, (sw, sh), xy, score, (tw, th), margin, max_fraction, min_score)
     if boxes is None:
         return xy, score, False
     src_box, tgt_box = boxes

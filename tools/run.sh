@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set everything up and run the main job on the embedded default model (no downloads):
+#   1. bash tools/setup.sh            (venv, pinned dependencies, build + install of the ROS package)
+#   2. semcorr bench                  (per-frame latency and memory on a 640x480 RGB-D frame)
+#   3. semcorr eval on PF-WILLOW      (when the development split is present next to the repository,
+#                                       or at SEMCORR_PFWILLOW_ROOT)
+# Results (JSON + PNG) go to out/.
+#
+# Usage: bash tools/run.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash tools/setup.sh
+SEMCORR="$ROOT/.venv/bin/semcorr"
+OUT="$ROOT/out"
+mkdir -p "$OUT"
+# Run from outside the repository root so the source folder never shadows the installed package.
+cd "$OUT"
+
+echo "== semcorr bench (embedded default model, CPU)"
+"$SEMCORR" bench --device cpu --frames 30 --no-progress --json "$OUT/bench.json"
+
+WILLOW="${SEMCORR_PFWILLOW_ROOT:-$ROOT/../shared/data/pf-willow-dev}"
+if [[ -d "$WILLOW" ]]; then
+    echo "== semcorr eval --dataset pf-willow --root $WILLOW"
+    "$SEMCORR" eval --dataset pf-willow --root "$WILLOW" --no-progress --json "$OUT/eval_pfwillow.json"
+else
+    echo "== PF-WILLOW not found at $WILLOW (set SEMCORR_PFWILLOW_ROOT): skipping the evaluation"
+fi
+echo "== results in $OUT: bench.json, eval_pfwillow.json, eval_pfwillow.png"
