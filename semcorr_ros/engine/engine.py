@@ -60,11 +60,14 @@ class _View:
 
 @dataclass
 class Reference:
-    """A cached reference: keypoints, optional 3D, features of the full image and of its KBC crop."""
+    """A cached reference: keypoints, optional 3D, features of the full image and (once KBC first needs them)
+    of its KBC crop."""
 
     reference_id: str
     names: list[str]
     keypoints: np.ndarray          # [K, 2] pixels
+    image: np.ndarray              # uint8 [H, W, 3], kept for the lazily computed crop
+    depth: np.ndarray | None       # [H, W] metres (NaN invalid)
     full: _View
     crop_box: kbc.Box | None
     crop: _View | None
@@ -179,23 +182,25 @@ class CorrespondenceEngine:
         full = self._view(image, kps, cache_key)
         if depth_m is not None and self.config.depth_aware:
             full.fmap = self._depth_weighted(full.fmap, depth_m, kps, None, extent)
-        crop_box = crop = None
-        if self.config.kbc != "off":
-            crop_box = kbc.keypoint_box(kps, (w, h), self.config.kbc_margin)
-            crop = self._crop_view(image, kps, crop_box, depth_m, extent)
-        ref = Reference(reference_id=reference_id, names=names, keypoints=kps, full=full, crop_box=crop_box,
-                        crop=crop, points3d=points3d, has_3d=has_3d, depth_extent=extent)
+        crop_box = None if self.config.kbc == "off" else kbc.keypoint_box(kps, (w, h), self.config.kbc_margin)
+        ref = Reference(reference_id=reference_id, names=names, keypoints=kps, image=image, depth=depth_m,
+                        full=full, crop_box=crop_box, crop=None, points3d=points3d, has_3d=has_3d,
+                        depth_extent=extent)
+        if self.config.kbc == "on":
+            self._reference_crop(ref)
         self.reference = ref
         return ref
 
-    def _crop_view(self, image: np.ndarray, kps: np.ndarray, box: kbc.Box, depth_m: np.ndarray | None,
-                   extent: float) -> _View:
-        cimg = kbc.crop(image, box)
-        ckps = kbc.to_crop(kps, box)
-        view = self._view(cimg, ckps)
-        if depth_m is not None and self.config.depth_aware:
-            view.fmap = self._depth_weighted(view.fmap, kbc.crop(depth_m, box), ckps, None, extent)
-        return view
+    def _reference_crop(self, ref: Reference) -> _View:
+        """Features of the reference's KBC crop, computed on first use and kept with the reference."""
+        if ref.crop is None:
+            box = ref.crop_box
+            ckps = kbc.to_crop(ref.keypoints, box)
+            view = self._view(kbc.crop(ref.image, box), ckps)
+            if ref.depth is not None and self.config.depth_aware:
+                view.fmap = self._depth_weighted(view.fmap, kbc.crop(ref.depth, box), ckps, None, ref.depth_extent)
+            ref.crop = view
+        return ref.crop
 
     def _depth_weighted(self, fmap: torch.Tensor, depth_m: np.ndarray, xy: np.ndarray,
                         score: np.ndarray | None, extent: float) -> torch.Tensor:
@@ -260,7 +265,7 @@ class CorrespondenceEngine:
         timings["match"] = time.perf_counter() - t
 
         kbc_used = False
-        if ref.crop is not None and ref.crop_box is not None:
+        if ref.crop_box is not None:
             t = time.perf_counter()
             max_fraction = 1.0 if cfg.kbc == "on" else cfg.kbc_max_fraction
             boxes = kbc.kbc_boxes(ref.keypoints, ref.full.size, xy, score, (w, h), cfg.kbc_margin,
@@ -268,13 +273,14 @@ class CorrespondenceEngine:
             if boxes is not None:
                 box = boxes[1]
                 cimg = kbc.crop(image, box)
-                cfmap = self.encode(cimg, ref.crop.means)
+                ref_crop = self._reference_crop(ref)
+                cfmap = self.encode(cimg, ref_crop.means)
                 weights = None
                 if model is not None:
                     cdepth = kbc.crop(depth_m, box)
                     weights = depth_aware.depth_weights(torch.from_numpy(cdepth).to(self.device), model,
                                                         cfmap.shape[-1], cfg.depth_floor)
-                cxy, score = self._match_view(ref.crop, cfmap, (cimg.shape[1], cimg.shape[0]), weights)
+                cxy, score = self._match_view(ref_crop, cfmap, (cimg.shape[1], cimg.shape[0]), weights)
                 xy = kbc.from_crop(cxy, box)
                 kbc_used = True
             timings["kbc"] = time.perf_counter() - t
