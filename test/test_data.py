@@ -305,3 +305,35 @@ def test_real_pfwillow_dev() -> None:
         assert s.src_image.dtype == np.uint8 and max(s.src_image.shape[:2]) == 300
         h, w = s.tgt_hw
         assert (s.tgt_kps >= 0).all() and (s.tgt_kps[:, 0] < w).all() and (s.tgt_kps[:, 1] < h).all()
+
+
+def test_small_object_variant_transforms_target(tmp_path):
+    from semcorr_ros.data.small import SmallObjectPairs
+
+    root = tmp_path / "w"
+    cat = root / "obj(G)"
+    cat.mkdir(parents=True)
+    kps = np.array([[20.0, 30.0], [180.0, 30.0], [100.0, 130.0]])
+    for i in range(3):
+        img = np.zeros((150, 200, 3), np.uint8)
+        img[..., i] = 200
+        Image.fromarray(img).save(cat / f"im{i}.png")
+        scipy.io.savemat(cat / f"im{i}.mat", {"pts_coord": (kps + 1).T})
+    from semcorr_ros.data import build_dataset
+
+    base = build_dataset("pf-willow", root)
+    small = SmallObjectPairs(base, fraction=0.02, size=(640, 480), seed=1)
+    assert len(small) == len(base) == 6
+    s, b = small[0], base[0]
+    assert s.tgt_image.shape == (480, 640, 3) and np.array_equal(s.src_kps, b.src_kps)
+    box = s.tgt_bbox
+    frac = (box[2] - box[0]) * (box[3] - box[1]) / (640 * 480)
+    assert abs(frac - 0.02) < 0.002
+    # keypoints keep their relative layout (a pure scale + shift) and stay inside the canvas
+    scale = (s.tgt_kps[1, 0] - s.tgt_kps[0, 0]) / 160.0
+    assert np.allclose(s.tgt_kps - s.tgt_kps[0], (kps - kps[0]) * scale, atol=1e-6)
+    assert (s.tgt_kps >= 0).all() and (s.tgt_kps[:, 0] < 640).all() and (s.tgt_kps[:, 1] < 480).all()
+    # the pasted object is there: its colour (channel of the target image) at a keypoint
+    x, y = np.round(s.tgt_kps[2]).astype(int)
+    assert s.tgt_image[y, x].argmax() == int(b.tgt_name[-1]) and s.tgt_image[y, x].max() > 150
+    assert small[0].tgt_name == s.tgt_name and small[0].tgt_name != small[1].tgt_name  # deterministic, unique

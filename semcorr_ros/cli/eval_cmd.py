@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PCK threshold: alpha * max side of the target bbox or image (default: %(default)s)")
     parser.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
     parser.add_argument("--max-pairs", type=int, default=None, help="evenly subsample at most N pairs")
+    parser.add_argument("--small-object", type=float, default=None, metavar="FRACTION",
+                        help="small-object setting: shrink every target object to cover FRACTION of a 640x480 "
+                             "canvas over another image of the dataset (e.g. 0.03), to measure KBC")
     parser.add_argument("--plot", type=Path, default=None,
                         help="PCK-vs-alpha PNG (default: next to --json, else pck_curve.png)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_pairs:
         kwargs["max_pairs"] = args.max_pairs
     dataset = build_dataset(args.dataset, args.root, split=args.split, **kwargs)
+    if args.small_object:
+        from semcorr_ros.data.small import SmallObjectPairs
+
+        dataset = SmallObjectPairs(dataset, fraction=args.small_object)
     cfg = engine_config(args)
     engine = CorrespondenceEngine(cfg)
     engine.cache_size = 64
@@ -64,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t
     print(report.format_table())
     out = report.to_json_dict()
-    out.update({"dataset": args.dataset, "root": str(args.root), "kbc_pairs": kbc_pairs, "seconds": elapsed,
+    out.update({"dataset": args.dataset, "root": str(args.root), "small_object": args.small_object,
+                "kbc_pairs": kbc_pairs, "seconds": elapsed,
                 "config": cfg.to_dict()})
     plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("pck_curve.png"))
     plot_pck_curve(report, plot, title=f"{args.dataset} ({','.join(cfg.sources)}, kbc {cfg.kbc})")
