@@ -12,5 +12,6 @@ Submodules (import them explicitly; this package imports nothing eagerly so that
   :mod:`~semcorr_ros.ros.inputs` (input set -> arrays), :mod:`~semcorr_ros.ros.outputs` and
   :mod:`~semcorr_ros.ros.messages` (output messages), :mod:`~semcorr_ros.ros.debug_image` (overlay),
   :mod:`~semcorr_ros.ros.diagnostics` (statistics, /diagnostics), :mod:`~semcorr_ros.ros.engine_updates`
-  (run-time changes handed to the inference thread). See docs/node.md.
+  (run-time changes handed to the inference thread), :mod:`~semcorr_ros.ros.runner` (process life cycle,
+  signals). See docs/node.md.
 """

@@ -1,0 +1,308 @@
+"""ROS parameters of the correspondence node: one table, declared with descriptors, validated on change.
+
+Defaults of every engine option come from :class:`semcorr_ros.config.EngineConfig` (the one place for
+defaults); the table below adds the ROS-side description, type and range of each one, plus the node's own
+options (topics' synchronisation, reference files, outputs). Nothing here talks to DDS except
+:func:`declare_all`, which declares the table on a node.
+
+Parameter groups:
+
+- model (read-only at run time: the model is built once): ``backbone``, ``weights``, ``input_sizes``,
+  ``source_weights``, ``fusion_weights``, ``center_features``, ``device``, ``fp16``, ``torch_threads``;
+- engine (changeable at run time; some re-encode the reference): the remaining :class:`EngineConfig` fields;
+- synchronisation: ``sync_slop``, ``sync_buffer_size``;
+- reference: ``reference_file``, ``reference_image``, ``reference_depth``, ``reference_intrinsics``;
+- outputs: ``publish_debug_image``, ``marker_scale``, ``diagnostics_period``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+from semcorr_ros.config import DEVICES, KBC_MODES, EngineConfig
+from semcorr_ros.errors import BadReferenceError, ConfigError
+from semcorr_ros.reference import ReferenceSpec, load_reference, parse_intrinsics, read_depth
+
+__all__ = ["ParamSpec", "PARAMETERS", "PARAMETERS_BY_NAME", "MODEL_PARAMETERS", "REFERENCE_PARAMETERS",
+           "SYNC_PARAMETERS", "declare_all", "engine_config", "load_reference_from_params", "resolve_path"]
+
+_DEFAULTS = EngineConfig()
+
+_STRING, _BOOL = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_BOOL
+_INT, _DOUBLE = ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE
+_STRINGS = ParameterType.PARAMETER_STRING_ARRAY
+_INTS, _DOUBLES = ParameterType.PARAMETER_INTEGER_ARRAY, ParameterType.PARAMETER_DOUBLE_ARRAY
+
+_READ_ONLY_NOTE = " Read-only at run time (the model is built once at start-up)."
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter.
+
+    Attributes:
+        name: parameter name.
+        type: ``rcl_interfaces/ParameterType`` constant.
+        default: default value; None declares the parameter by type only ("not set" until a value is given).
+        description: shown by ``ros2 param describe``.
+        field: the :class:`EngineConfig` field it sets, if any.
+        range: inclusive ``(from, to)`` for numbers (enforced by rclpy through the descriptor).
+        choices: valid string values (documented in ``additional_constraints``, checked on change).
+        read_only: cannot change after start-up.
+    """
+
+    name: str
+    type: int
+    default: Any
+    description: str
+    field: str | None = None
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(name=self.name, type=self.type, read_only=self.read_only,
+                                description=self.description + (_READ_ONLY_NOTE if self.read_only else ""))
+        constraints = []
+        if self.choices:
+            constraints.append("one of: " + ", ".join(self.choices))
+        if self.range is not None:
+            lo, hi = self.range
+            if self.type == _INT:
+                d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+            else:
+                d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+            constraints.append(f"range [{lo}, {hi}]")
+        d.additional_constraints = "; ".join(constraints)
+        return d
+
+
+def _engine(name: str, type_: int, description: str, range_: tuple[float, float] | None = None,
+            choices: tuple[str, ...] | None = None, read_only: bool = False, field: str | None = None) -> ParamSpec:
+    field = field or name
+    return ParamSpec(name, type_, getattr(_DEFAULTS, field), description, field=field, range=range_,
+                     choices=choices, read_only=read_only)
+
+
+#: Every parameter of the node, in documentation order.
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # -- model (read-only)
+    ParamSpec("backbone", _STRINGS, list(_DEFAULTS.sources),
+              "Feature sources to fuse (effnet-lite2, dinov2-s-imgfocus = the embedded default; "
+              "dinov2_vit{s,b,l,g}14[_reg] need a weights file).", field="sources", read_only=True),
+    ParamSpec("weights", _STRINGS, None,
+              "Weights files as SOURCE=PATH entries, e.g. ['dinov2_vitb14=/models/dinov2_vitb14.pth']; "
+              "not set: the weights shipped with the installed packages.", field="weights", read_only=True),
+    ParamSpec("input_sizes", _INTS, None,
+              "Square model input side per backbone entry (same order, 0 = that source's default); not set: "
+              "the defaults.", field="input_sizes", read_only=True),
+    ParamSpec("source_weights", _DOUBLES, None,
+              "Relative fusion weight per backbone entry (same order) when no fusion weights file applies; not "
+              "set: the engine's defaults (effnet-lite2 0.7, dinov2-s-imgfocus 0.3, others 1.0).",
+              field="source_weights", read_only=True),
+    ParamSpec("fusion_weights", _STRING, "",
+              "Fusion weights file ('' = the file shipped with the package when it fits the backbone, else "
+              "source_weights; 'none' = source_weights).", field="fusion_weights", read_only=True),
+    _engine("center_features", _BOOL, "Subtract each feature map's spatial mean before normalising.",
+            read_only=True),
+    _engine("device", _STRING, "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
+            choices=(*DEVICES, "cuda:N"), read_only=True),
+    _engine("fp16", _BOOL, "Half-precision autocast on CUDA (ignored on the CPU).", read_only=True),
+    ParamSpec("torch_threads", _INT, 0, "PyTorch CPU threads (0 = PyTorch's default).", range=(0, 256),
+              read_only=True),
+    # -- engine (changeable)
+    _engine("score_threshold", _DOUBLE, "Matches scoring below are published with valid = false.", (0.0, 1.0)),
+    _engine("kbc", _STRING, "Keypoint-bounding-box-centred cropping for small objects: off, on (always) or "
+            "auto (when the object covers less than kbc_max_fraction of the image). Re-encodes the reference.",
+            choices=KBC_MODES),
+    _engine("kbc_margin", _DOUBLE, "KBC box enlargement per side, fraction of the box side. Re-encodes the "
+            "reference.", (0.0, 5.0)),
+    _engine("kbc_max_fraction", _DOUBLE, "Object area fraction below which kbc=auto crops.", (0.0, 1.0)),
+    _engine("depth_aware", _BOOL, "Weight the live features by how plausible each cell's depth is for the "
+            "object. Re-encodes the reference."),
+    _engine("depth_scale", _DOUBLE, "Metres per unit of integer (16UC1/mono16) depth images; RealSense: 0.001.",
+            (1e-9, 1e3)),
+    _engine("depth_floor", _DOUBLE, "Weight of cells at implausible depths (0 removes them, 1 disables the "
+            "weighting). Re-encodes the reference.", (0.0, 1.0)),
+    _engine("depth_sigma_min", _DOUBLE, "Smallest object depth spread, metres. Re-encodes the reference.",
+            (1e-4, 100.0)),
+    _engine("depth_radius", _INT, "Half-size in pixels of the window for robust depth sampling at a keypoint. "
+            "Re-encodes the reference.", (0, 50)),
+    _engine("softargmax_radius", _INT, "Half-size, in feature cells, of the soft-argmax window.", (0, 10)),
+    _engine("softargmax_temperature", _DOUBLE, "Softmax temperature on cosine similarities in that window.",
+            (1e-4, 10.0)),
+    _engine("cycle_sigma", _DOUBLE, "Scale (fraction of the image side) of the cycle-consistency error in the "
+            "score.", (1e-4, 10.0)),
+    _engine("pose_threshold", _DOUBLE, "RANSAC inlier distance of the pose, metres.", (1e-6, 10.0)),
+    _engine("pose_iterations", _INT, "RANSAC hypotheses of the pose.", (1, 100000)),
+    _engine("pose_min_inliers", _INT, "Fewest inliers for a valid pose.", (3, 100000)),
+    # -- synchronisation
+    ParamSpec("sync_slop", _DOUBLE, 0.02, "Largest |t_depth - t_colour| for a colour and a depth frame to pair, "
+              "seconds.", range=(0.0, 1.0)),
+    ParamSpec("sync_buffer_size", _INT, 5, "Frames buffered per input stream while waiting for a partner; "
+              "older ones are dropped and counted.", range=(1, 100)),
+    # -- reference
+    ParamSpec("reference_file", _STRING, "",
+              "Reference YAML: named keypoints in pixels, optionally image, depth and intrinsics (format: "
+              "semcorr_ros.reference). Absolute, relative to the working directory, or "
+              "package://semcorr_ros/<path>. '' = no reference (frames are rejected until one is set). "
+              "Changing it reloads the reference; a bad one is rejected and the old one stays active."),
+    ParamSpec("reference_image", _STRING, "", "Reference image overriding the YAML's 'image' ('' = the YAML's)."),
+    ParamSpec("reference_depth", _STRING, "",
+              "Reference depth overriding the YAML's 'depth': 16-bit PNG in millimetres or .npy in metres "
+              "('' = the YAML's)."),
+    ParamSpec("reference_intrinsics", _DOUBLES, None,
+              "Reference camera intrinsics [fx, fy, cx, cy] overriding the YAML's (not set = the YAML's)."),
+    # -- outputs
+    ParamSpec("publish_debug_image", _BOOL, True,
+              "Publish ~/debug_image (drawn only while someone subscribes)."),
+    ParamSpec("marker_scale", _DOUBLE, 0.02, "Diameter of the keypoint spheres in ~/markers, metres.",
+              range=(0.001, 1.0)),
+    ParamSpec("diagnostics_period", _DOUBLE, 1.0, "Seconds between /diagnostics messages.", range=(0.1, 60.0),
+              read_only=True),
+)
+
+PARAMETERS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+MODEL_PARAMETERS = frozenset(p.name for p in PARAMETERS if p.read_only)
+REFERENCE_PARAMETERS = frozenset({"reference_file", "reference_image", "reference_depth", "reference_intrinsics"})
+SYNC_PARAMETERS = frozenset({"sync_slop", "sync_buffer_size"})
+
+
+def declare_all(node: Any) -> dict[str, Any]:
+    """Declare every parameter of :data:`PARAMETERS` on ``node``; return ``{name: value}`` (None = not set).
+
+    Values given by ``--params-file`` / ``-p`` / ``parameter_overrides`` replace the defaults; a value of the
+    wrong type raises rclpy's ``InvalidParameterTypeException`` naming the parameter.
+    """
+    from rclpy.parameter import Parameter
+
+    out: dict[str, Any] = {}
+    for spec in PARAMETERS:
+        default = spec.default if spec.default is not None else Parameter.Type(spec.type)
+        param = node.declare_parameter(spec.name, default, spec.descriptor())
+        out[spec.name] = param.value
+    return out
+
+
+def _as_list(value: Any) -> list:
+    return [] if value is None else list(value)
+
+
+def engine_config(values: Mapping[str, Any], base: EngineConfig | None = None) -> EngineConfig:
+    """Build the validated :class:`EngineConfig` from parameter values (missing names keep ``base``'s).
+
+    Raises:
+        ConfigError: a value the engine does not accept (the message names the parameter and valid choices).
+    """
+    base = base or EngineConfig()
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        spec = PARAMETERS_BY_NAME.get(name)
+        if spec is None or spec.field is None:
+            continue
+        if name == "backbone":
+            value = tuple(str(v).strip() for v in _as_list(value) if str(v).strip())
+        elif name == "weights":
+            value = _parse_weights(_as_list(value))
+        elif name == "fusion_weights":
+            value = value or None
+        elif name in ("input_sizes", "source_weights"):
+            continue  # per backbone entry: below
+        elif spec.choices and name != "device" and value not in spec.choices:
+            raise ConfigError(f"parameter {name!r} must be one of {list(spec.choices)}, got {value!r}")
+        changes[spec.field] = value
+    cfg = base.replace(**changes) if changes else base
+    if "input_sizes" in values:
+        cfg = cfg.replace(input_sizes=_parse_input_sizes(_as_list(values["input_sizes"]), cfg.sources))
+    weights = _as_list(values.get("source_weights"))
+    if weights:
+        if len(weights) != len(cfg.sources):
+            raise ConfigError(f"parameter 'source_weights' needs one entry per backbone entry {list(cfg.sources)}, "
+                              f"got {weights}")
+        cfg = cfg.replace(source_weights={src: float(w) for src, w in zip(cfg.sources, weights)})
+    return cfg
+
+
+def _parse_weights(entries: Iterable[str]) -> dict[str, str]:
+    out = {}
+    for item in entries:
+        name, sep, path = str(item).partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"parameter 'weights' expects SOURCE=PATH entries, got {item!r}")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def _parse_input_sizes(sizes: list[int], sources: tuple[str, ...]) -> dict[str, int]:
+    if not sizes:
+        return {}
+    if len(sizes) != len(sources):
+        raise ConfigError(f"parameter 'input_sizes' needs one entry per backbone entry {list(sources)}, "
+                          f"got {sizes}")
+    if any(int(s) < 0 for s in sizes):
+        raise ConfigError(f"parameter 'input_sizes' entries must be >= 0 (0 = default), got {sizes}")
+    return {src: int(s) for src, s in zip(sources, sizes) if int(s) > 0}
+
+
+# ------------------------------------------------------------------------------------------------ reference
+
+_PACKAGE_PREFIX = "package://"
+
+
+def resolve_path(path: str) -> Path:
+    """Resolve ``package://<pkg>/<rest>`` through the ament index (falling back to ``<sys.prefix>/share/<pkg>``,
+    the layout of a virtual environment) and ``~``; other paths are returned as given.
+
+    Raises:
+        BadReferenceError: the package cannot be found.
+    """
+    if not path.startswith(_PACKAGE_PREFIX):
+        return Path(path).expanduser()
+    pkg, _, rest = path[len(_PACKAGE_PREFIX):].partition("/")
+    share: Path | None = None
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            share = Path(get_package_share_directory(pkg))
+        except (PackageNotFoundError, LookupError, OSError, ValueError):
+            share = None
+    except ImportError:
+        share = None
+    if share is None:
+        candidate = Path(sys.prefix) / "share" / pkg
+        if not candidate.is_dir():
+            raise BadReferenceError(f"cannot resolve {path!r}: package {pkg!r} not found (source the ROS "
+                                    f"workspace or set AMENT_PREFIX_PATH)")
+        share = candidate
+    return share / rest
+
+
+def load_reference_from_params(values: Mapping[str, Any]) -> ReferenceSpec | None:
+    """Load the reference named by the ``reference_*`` parameter values; None when ``reference_file`` is ''.
+
+    Raises:
+        BadReferenceError: missing or malformed files (the message names the file and the problem).
+    """
+    file = str(values.get("reference_file") or "")
+    if not file:
+        return None
+    image = str(values.get("reference_image") or "")
+    spec = load_reference(resolve_path(file), image_path=resolve_path(image) if image else None)
+    depth = str(values.get("reference_depth") or "")
+    if depth:
+        spec.depth = read_depth(resolve_path(depth))
+        if spec.depth.shape != spec.image.shape[:2]:
+            raise BadReferenceError(f"reference depth {depth} is {spec.depth.shape[1]}x{spec.depth.shape[0]} but "
+                                    f"the image is {spec.image.shape[1]}x{spec.image.shape[0]}")
+    intrinsics = values.get("reference_intrinsics")
+    if intrinsics is not None and len(intrinsics) > 0:
+        spec.intrinsics = parse_intrinsics(list(intrinsics), "parameter reference_intrinsics")
+    return spec
+
