@@ -29,6 +29,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                         "matches the sources, else the per-source weights of the configuration)")
     g.add_argument("--device", default=_DEFAULTS.device, help="auto | cpu | cuda[:N] (default: %(default)s)")
     g.add_argument("--fp16", action="store_true", help="half precision on CUDA")
+    g.add_argument("--no-cpu-bf16", action="store_true",
+                   help="keep float32 on CPUs with native bfloat16 (default: bf16 autocast there)")
     g.add_argument("--kbc", choices=KBC_MODES, default=_DEFAULTS.kbc,
                    help="keypoint-bounding-box-centred cropping (default: %(default)s)")
     g.add_argument("--kbc-margin", type=float, default=_DEFAULTS.kbc_margin, help="(default: %(default)s)")
@@ -59,7 +61,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 
         torch.set_num_threads(args.threads)
     return EngineConfig(sources=sources, weights=weights, fusion_weights=args.fusion_weights, device=args.device,
-                        fp16=args.fp16, kbc=args.kbc, kbc_margin=args.kbc_margin,
+                        fp16=args.fp16, cpu_bf16=not args.no_cpu_bf16, kbc=args.kbc, kbc_margin=args.kbc_margin,
                         kbc_max_fraction=args.kbc_max_fraction, depth_aware=not args.no_depth_aware,
                         score_threshold=args.score_threshold, softargmax_radius=args.softargmax_radius,
                         softargmax_temperature=args.softargmax_temperature)

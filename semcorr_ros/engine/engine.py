@@ -102,6 +102,7 @@ class CorrespondenceEngine:
                                         cfg.fusion_weights)
         self.fusion = fusion
         self.fusion = self.fusion.to(self.device)
+        self._amp_dtype = _autocast_dtype(self.device, cfg)
         self.reference: Reference | None = None
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
         self.cache_size = 32
@@ -117,8 +118,8 @@ class CorrespondenceEngine:
             self._cache.move_to_end(cache_key)
             return self._cache[cache_key]
         x = image_to_tensor(validate_image(image), self.device)
-        use_amp = self.config.fp16 and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
+                            enabled=self._amp_dtype is not None):
             maps = [m.float() for src in self.sources for m in src(x)]
         if cache_key is not None:
             self._cache[cache_key] = maps
@@ -326,6 +327,16 @@ class CorrespondenceEngine:
             return self.match(tgt_image, cache_key=tgt_key)
         finally:
             self.reference = active
+
+
+def _autocast_dtype(device: torch.device, cfg: EngineConfig) -> torch.dtype | None:
+    """Reduced precision for the backbones: fp16 on CUDA when asked, bf16 on CPUs that compute it natively."""
+    if device.type == "cuda":
+        return torch.float16 if cfg.fp16 else None
+    if device.type == "cpu" and cfg.cpu_bf16 and torch.backends.mkldnn.is_available():
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16
+    return None
 
 
 def _configured_fusion(fusion: FeatureFusion, path: str | None) -> FeatureFusion:

@@ -8,7 +8,7 @@ options (topics' synchronisation, reference files, outputs). Nothing here talks 
 Parameter groups:
 
 - model (read-only at run time: the model is built once): ``backbone``, ``weights``, ``input_sizes``,
-  ``source_weights``, ``fusion_weights``, ``center_features``, ``device``, ``fp16``, ``torch_threads``;
+  ``source_weights``, ``fusion_weights``, ``center_features``, ``device``, ``fp16``, ``cpu_bf16``, ``torch_threads``;
 - engine (changeable at run time; some re-encode the reference): the remaining :class:`EngineConfig` fields;
 - synchronisation: ``sync_slop``, ``sync_buffer_size``;
 - reference: ``reference_file``, ``reference_image``, ``reference_depth``, ``reference_intrinsics``;
@@ -114,6 +114,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _engine("device", _STRING, "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
             choices=(*DEVICES, "cuda:N"), read_only=True),
     _engine("fp16", _BOOL, "Half-precision autocast on CUDA (ignored on the CPU).", read_only=True),
+    _engine("cpu_bf16", _BOOL, "bfloat16 autocast of the backbones on CPUs with native bfloat16 (AVX512-BF16/"
+            "AMX); ignored elsewhere.", read_only=True),
     ParamSpec("torch_threads", _INT, 0, "PyTorch CPU threads (0 = PyTorch's default).", range=(0, 256),
               read_only=True),
     # -- engine (changeable)

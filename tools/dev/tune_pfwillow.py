@@ -5,6 +5,7 @@ Usage: python tools/dev/tune_pfwillow.py ROOT [--effnet-layers 14,19] [--effnet-
 """
 
 import argparse
+import os
 import itertools
 import time
 
@@ -33,8 +34,11 @@ sources = [build_source("effnet-lite2", layers=[int(x) for x in args.effnet_laye
            build_source("dinov2-s-imgfocus", layers=[int(x) for x in args.dino_layers.split(",")],
                         input_size=args.dino_size)]
 keys = [f"{s.name}/{l}" for s in sources for l in s.layer_names]
+if os.environ.get("QUANT"):
+    sources[1] = torch.ao.quantization.quantize_dynamic(sources[1], {torch.nn.Linear}, dtype=torch.qint8)
+amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(os.environ.get("BF16")))
 import os
-cache_file = f"/tmp/tune_cache_{args.effnet_layers}_{args.effnet_size}_{args.dino_layers}_{args.dino_size}_{args.grid}.pt"
+cache_file = f"/tmp/tune_cache_{os.environ.get('BF16', '')}{os.environ.get('QUANT', '')}_{args.effnet_layers}_{args.effnet_size}_{args.dino_layers}_{args.dino_size}_{args.grid}.pt"
 cache, sizes = {}, {}
 t = time.time()
 samples = [ds[i] for i in range(len(ds))]
@@ -46,8 +50,8 @@ for s in samples:
         if k in cache:
             continue
         x = image_to_tensor(img, torch.device("cpu"))
-        with torch.inference_mode():
-            maps = [m for src in sources for m in src(x)]
+        with torch.inference_mode(), amp:
+            maps = [m.float() for src in sources for m in src(x)]
         cache[k] = [F.normalize(F.interpolate(m, size=(args.grid, args.grid), mode="bilinear"), dim=1)[0]
                     for m in maps]
         sizes[k] = (img.shape[1], img.shape[0])
