@@ -14,6 +14,7 @@ K = np.array([[200.0, 0, 63.5], [0, 200.0, 63.5], [0, 0, 1]])
 
 def make_engine(**cfg):
     cfg.setdefault("kbc", "off")
+    cfg.setdefault("grid", 16)  # the toy sources' native lattice
     return CorrespondenceEngine(EngineConfig(device="cpu", fusion_weights="none", **cfg),
                                 sources=[ToySource(), ToySource(seed=1, name="toy2")])
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import depth_aware, geometry, kbc
-from semcorr_ros.engine.features import build_source
+from semcorr_ros.engine.features import build_source, preferred_cpu_dtype
 from semcorr_ros.engine.features.base import FeatureSource
 from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
 from semcorr_ros.engine.inputs import image_to_tensor, validate_image, validate_keypoints
@@ -91,18 +91,19 @@ class CorrespondenceEngine:
         cfg = self.config
         self.device = resolve_device(cfg.device)
         if sources is None:
+            dtype = preferred_cpu_dtype() if self.device.type == "cpu" and cfg.cpu_bf16 else None
             sources = [build_source(n, weights=cfg.weights.get(n), layers=cfg.layers.get(n),
-                                    input_size=cfg.input_sizes.get(n)) for n in cfg.sources]
+                                    input_size=cfg.input_sizes.get(n), dtype=dtype) for n in cfg.sources]
         self.sources = nn.ModuleList(sources).eval().requires_grad_(False).to(self.device)
         keys = [f"{s.name}/{layer}" for s in self.sources for layer in s.layer_names]
         if fusion is None:
             init = [cfg.source_weights.get(s.name, 1.0) / len(s.layer_names) for s in self.sources
                     for _ in s.layer_names]
-            fusion = _configured_fusion(FeatureFusion(keys, weights=init, center=cfg.center_features),
+            fusion = _configured_fusion(FeatureFusion(keys, grid=cfg.grid, weights=init, center=cfg.center_features),
                                         cfg.fusion_weights)
         self.fusion = fusion
         self.fusion = self.fusion.to(self.device)
-        self._amp_dtype = _autocast_dtype(self.device, cfg)
+        self._amp_dtype = torch.float16 if self.device.type == "cuda" and cfg.fp16 else None
         self.reference: Reference | None = None
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
         self.cache_size = 32
@@ -327,16 +328,6 @@ class CorrespondenceEngine:
             return self.match(tgt_image, cache_key=tgt_key)
         finally:
             self.reference = active
-
-
-def _autocast_dtype(device: torch.device, cfg: EngineConfig) -> torch.dtype | None:
-    """Reduced precision for the backbones: fp16 on CUDA when asked, bf16 on CPUs that compute it natively."""
-    if device.type == "cuda":
-        return torch.float16 if cfg.fp16 else None
-    if device.type == "cpu" and cfg.cpu_bf16 and torch.backends.mkldnn.is_available():
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
-    return None
 
 
 def _configured_fusion(fusion: FeatureFusion, path: str | None) -> FeatureFusion:

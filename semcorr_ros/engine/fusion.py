@@ -9,7 +9,8 @@ so that ``||F|| = 1`` and the cosine similarity of two fused descriptors is the 
 cosine similarities, ``<F, F'> = sum_m w_m <f_m, f'_m>``. Uniform weights (all logits zero) are the untrained
 default; ``semcorr train-fusion`` learns the logits contrastively and writes them with :func:`save_fusion`.
 
-Optionally (``center``) a mean vector ``mu_m`` is subtracted from each map before it is re-normalised: the
+Optionally (``center``) a mean vector ``mu_m`` is subtracted from each map before it is resampled and
+re-normalised: the
 component every pixel shares carries no information about *where* a keypoint is. ``mu_m`` is the spatial mean
 of the *reference* image's map, and the same vectors are subtracted from the live maps, so the transform is one
 fixed affine map of the feature space per reference, independent of what else the live frame shows.
@@ -96,10 +97,10 @@ class FeatureFusion(nn.Module):
             means = self.map_means(maps)
         for i, m in enumerate(maps):
             if self.center:
-                m = F.normalize(m - means[i], dim=1)
+                m = m - means[i]
             if m.shape[-2:] != (grid, grid):
-                m = F.normalize(F.interpolate(m, size=(grid, grid), mode="bilinear", align_corners=False), dim=1)
-            out.append(m * w[i].sqrt())
+                m = F.interpolate(m, size=(grid, grid), mode="bilinear", align_corners=False)
+            out.append(F.normalize(m, dim=1) * w[i].sqrt())
         return torch.cat(out, dim=1)
 
 

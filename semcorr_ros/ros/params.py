@@ -114,7 +114,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _engine("device", _STRING, "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
             choices=(*DEVICES, "cuda:N"), read_only=True),
     _engine("fp16", _BOOL, "Half-precision autocast on CUDA (ignored on the CPU).", read_only=True),
-    _engine("cpu_bf16", _BOOL, "bfloat16 autocast of the backbones on CPUs with native bfloat16 (AVX512-BF16/"
+    _engine("cpu_bf16", _BOOL, "Run the backbones in bfloat16 on CPUs with native bfloat16 (AVX512-BF16/"
             "AMX); ignored elsewhere.", read_only=True),
     ParamSpec("torch_threads", _INT, 0, "PyTorch CPU threads (0 = PyTorch's default).", range=(0, 256),
               read_only=True),
@@ -136,6 +136,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
             (1e-4, 100.0)),
     _engine("depth_radius", _INT, "Half-size in pixels of the window for robust depth sampling at a keypoint. "
             "Re-encodes the reference.", (0, 50)),
+    _engine("grid", _INT, "Side, in cells, of the lattice the fused feature map is resampled to.", (4, 256),
+            read_only=True),
     _engine("softargmax_radius", _INT, "Half-size, in feature cells, of the soft-argmax window.", (0, 10)),
     _engine("softargmax_temperature", _DOUBLE, "Softmax temperature on cosine similarities in that window.",
             (1e-4, 10.0)),

@@ -33,8 +33,10 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def preferred_cpu_dtype() -> torch.dtype:
     """``torch.bfloat16`` when this CPU has native bf16 dot products (AVX512-BF16 or AMX), else ``float32``.
 
-    On such CPUs bf16 sources are ~1.4-1.5x faster (effnet-lite2@320 ~17 vs ~23 ms, dinov2-s@224 ~46 vs ~71 ms on
-    2 AMD EPYC cores) with features within cosine 0.998 of float32; elsewhere bf16 is emulated and slower.
+    On such CPUs bf16 sources are faster (640x480 frame, 2 AMD EPYC threads: effnet-lite2@320 ~16.5 vs ~21.5 ms,
+    dinov2-s-imgfocus@224 ~45 vs ~72 ms) with features within cosine 0.998 of float32 (PF-WILLOW dev PCK@0.1
+    unchanged within 0.006); elsewhere bf16 is emulated and slower. The first call in bf16 is slow (~1 s, oneDNN
+    kernel set-up): warm the sources up once.
     """
     try:
         fast = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
