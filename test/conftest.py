@@ -50,6 +50,8 @@ def _configure_ros_environment() -> None:
         os.environ.pop(name, None)
     if not os.environ.get("AMENT_PREFIX_PATH"):
         os.environ["AMENT_PREFIX_PATH"] = sys.prefix
+    # Tests run node processes next to the test process on 2 cores: spinning OpenMP waits would starve them.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 _configure_ros_environment()

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from semcorr_ros.errors import SemcorrError
+from semcorr_ros.threads import configure_openmp
 
 #: subcommand name -> module under semcorr_ros.cli providing ``add_arguments(parser)`` and ``run(args)``.
 COMMANDS = {
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``semcorr``; returns the exit status (0 ok, 1 failure, 2 usage error)."""
+    configure_openmp()  # before a subcommand first imports torch
     parser = build_parser()
     ns = parser.parse_args(args)
     logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,

@@ -7,13 +7,13 @@ never publishes into a dead context, and the process exits with 0 and no traceba
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from semcorr_ros.errors import ConfigError
+from semcorr_ros.threads import configure_openmp
 
 __all__ = ["run_node"]
 
@@ -36,9 +36,7 @@ def run_node(make_node: Callable[[], Any], args: list[str] | None = None, name: 
     from rclpy.logging import get_logger
     from rclpy.signals import SignalHandlerOptions
 
-    # OpenMP threads that spin while waiting starve the executor thread and each other on small CPUs (a 2-thread
-    # forward pass measured 19x slower next to one busy process). Must be set before torch is imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    configure_openmp()  # bounded OpenMP spin-waiting (see semcorr_ros.threads); before torch is imported
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     received: list[str] = []
