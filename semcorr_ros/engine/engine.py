@@ -101,8 +101,7 @@ class CorrespondenceEngine:
                     for _ in s.layer_names]
             fusion = _configured_fusion(FeatureFusion(keys, grid=cfg.grid, weights=init, center=cfg.center_features),
                                         cfg.fusion_weights)
-        self.fusion = fusion
-        self.fusion = self.fusion.to(self.device)
+        self.fusion = fusion.to(self.device)
         self._amp_dtype = torch.float16 if self.device.type == "cuda" and cfg.fp16 else None
         self.reference: Reference | None = None
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
