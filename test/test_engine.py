@@ -146,3 +146,21 @@ def test_match_pair_empty_and_restores_reference():
     res = eng.match_pair(img, np.array([[20.0, 20.0], [40.0, 30.0]]), img, src_key="a", tgt_key="a")
     assert np.abs(res.xy - [[20, 20], [40, 30]]).max() <= 4.0
     assert eng.reference.names == ["keep"]
+
+
+def test_object_box_frames_the_kbc_crop():
+    obj = texture(64, 64, seed=6)
+    ref = np.zeros((256, 256, 3), np.uint8)
+    ref[96:160, 96:160] = obj
+    live = np.zeros((256, 256, 3), np.uint8)
+    live[144:208, 32:96] = obj
+    kps = np.array([[103.5, 103.5], [135.5, 103.5], [119.5, 135.5], [103.5, 135.5]]) + 0.5
+    truth = kps + [-64, 48]
+    eng = make_engine(kbc="auto", kbc_margin=0.5, kbc_max_fraction=0.1, softargmax_radius=0)
+    eng.set_reference(ref, kps)
+    # The box of the live keypoints (as a detector would give it): the crop is framed exactly like the reference's.
+    lo, hi = truth.min(0), truth.max(0)
+    res = eng.match(live, object_box=(*lo, *hi))
+    assert res.kbc_used and np.abs(res.xy - truth).max() <= 2.0
+    # A box covering most of the frame is not small: no crop.
+    assert not eng.match(live, object_box=(0, 0, 250, 250)).kbc_used

@@ -229,7 +229,8 @@ class CorrespondenceEngine:
         return xy, m.score.double().cpu().numpy()
 
     def match(self, image: np.ndarray, depth: np.ndarray | None = None,
-              intrinsics: np.ndarray | None = None, cache_key: Hashable | None = None) -> MatchResult:
+              intrinsics: np.ndarray | None = None, cache_key: Hashable | None = None,
+              object_box: Sequence[float] | None = None) -> MatchResult:
         """Match the active reference's keypoints into one live frame.
 
         Args:
@@ -237,6 +238,8 @@ class CorrespondenceEngine:
             depth: optional ``[H, W]`` depth aligned to ``image`` (float metres, NaN/0 invalid, or uint16 mm).
             intrinsics: optional ``[3, 3]`` K of the live camera; with ``depth`` gives 3D points and pose.
             cache_key: reuse cached full-image features under this key (evaluation).
+            object_box: optional ``(x0, y0, x1, y1)`` pixels of the object in the live frame (a detector, a
+                tracker, a benchmark's box): KBC frames its crop around it instead of the first-pass matches.
 
         Returns:
             :class:`MatchResult` (pixels, scores, validity, 3D points in the live camera optical frame).
@@ -269,8 +272,14 @@ class CorrespondenceEngine:
         if ref.crop_box is not None:
             t = time.perf_counter()
             max_fraction = 1.0 if cfg.kbc == "on" else cfg.kbc_max_fraction
-            boxes = kbc.kbc_boxes(ref.keypoints, ref.full.size, xy, score, (w, h), cfg.kbc_margin,
-                                  max_fraction, min_score=cfg.score_threshold)
+            if object_box is not None:
+                corners = np.asarray(object_box, dtype=np.float64).reshape(2, 2)
+                box = kbc.keypoint_box(corners, (w, h), cfg.kbc_margin)
+                small = box is not None and kbc.box_fraction(box, (w, h)) < max_fraction
+                boxes = (ref.crop_box, box) if small else None
+            else:
+                boxes = kbc.kbc_boxes(ref.keypoints, ref.full.size, xy, score, (w, h), cfg.kbc_margin,
+                                      max_fraction, min_score=cfg.score_threshold)
             if boxes is not None:
                 box = boxes[1]
                 cimg = kbc.crop(image, box)
@@ -310,7 +319,8 @@ class CorrespondenceEngine:
                            depth_weighted=model is not None, timings=timings)
 
     def match_pair(self, src_image: np.ndarray, src_keypoints: np.ndarray, tgt_image: np.ndarray,
-                   src_key: Hashable | None = None, tgt_key: Hashable | None = None) -> MatchResult:
+                   src_key: Hashable | None = None, tgt_key: Hashable | None = None,
+                   tgt_box: Sequence[float] | None = None) -> MatchResult:
         """Evaluation path: match ``src_keypoints`` of ``src_image`` into ``tgt_image``.
 
         Uses (and leaves) a temporary reference; full-image features are cached by ``src_key``/``tgt_key``
@@ -324,7 +334,7 @@ class CorrespondenceEngine:
         active = self.reference
         try:
             self.set_reference(src_image, kps, cache_key=src_key)
-            return self.match(tgt_image, cache_key=tgt_key)
+            return self.match(tgt_image, cache_key=tgt_key, object_box=tgt_box)
         finally:
             self.reference = active
 
