@@ -1,6 +1,7 @@
 """Engine end to end on a toy feature source with known answers (shift, depth plane), plus bad input."""
 
 import numpy as np
+import torch
 import pytest
 
 from semcorr_ros.config import EngineConfig
@@ -164,3 +165,16 @@ def test_object_box_frames_the_kbc_crop():
     assert res.kbc_used and np.abs(res.xy - truth).max() <= 2.0
     # A box covering most of the frame is not small: no crop.
     assert not eng.match(live, object_box=(0, 0, 250, 250)).kbc_used
+
+
+def test_batched_encoding_equals_single_and_fills_the_cache():
+    eng = make_engine()
+    imgs = [texture(64, 80, seed=1), texture(100, 70, seed=2), texture(64, 64, seed=3)]
+    batched = eng.encode_maps_batch(imgs, cache_keys=["a", "b", "c"])
+    for img, maps in zip(imgs, batched):
+        single = eng.encode_maps(img)
+        assert len(maps) == len(single) == 2
+        for m, s in zip(maps, single):
+            assert m.shape == s.shape and torch.allclose(m, s, atol=1e-5)
+    assert eng.cached("b") and not eng.cached("d")
+    assert eng.encode_maps_batch([]) == []

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from semcorr_ros.cli.common import add_engine_arguments, add_json_argument, engine_config, write_json
+from semcorr_ros.errors import SemcorrError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the dataset's target box (gt, the benchmark protocol with known object boxes)")
     parser.add_argument("--plot", type=Path, default=None,
                         help="PCK-vs-alpha PNG (default: next to --json, else pck_curve.png)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images encoded per forward pass, looking ahead over the next pairs (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_arguments(parser)
     add_json_argument(parser)
@@ -54,11 +57,32 @@ def run(args: argparse.Namespace) -> int:
         dataset = SmallObjectPairs(dataset, fraction=args.small_object)
     cfg = engine_config(args)
     engine = CorrespondenceEngine(cfg)
-    engine.cache_size = 64
+    batch = max(1, args.batch_size)
+    engine.cache_size = max(64, 4 * batch)
     kbc_pairs = 0
+    calls = 0
+
+    def prefetch(start: int) -> None:
+        """Batch-encode the not yet cached images of pairs start .. start+batch-1 (unreadable ones are left to
+        the runner, which reports them)."""
+        todo: dict = {}
+        for j in range(start, min(start + batch, len(dataset))):
+            try:
+                s = dataset[j]
+            except SemcorrError:
+                continue
+            for name, img in ((s.src_name, s.src_image), (s.tgt_name, s.tgt_image)):
+                key = (s.category, name)
+                if not engine.cached(key) and key not in todo:
+                    todo[key] = img
+        if todo:
+            engine.encode_maps_batch(list(todo.values()), list(todo.keys()))
 
     def predict(sample):
-        nonlocal kbc_pairs
+        nonlocal kbc_pairs, calls
+        if batch > 1 and calls % batch == 0:
+            prefetch(calls)
+        calls += 1
         pred = np.full(sample.src_kps.shape, np.nan)
         ok = np.isfinite(sample.src_kps).all(1)
         res = engine.match_pair(sample.src_image, sample.src_kps[ok], sample.tgt_image,

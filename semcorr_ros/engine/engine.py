@@ -128,6 +128,39 @@ class CorrespondenceEngine:
         return maps
 
     @torch.inference_mode()
+    def encode_maps_batch(self, images: Sequence[np.ndarray],
+                          cache_keys: Sequence[Hashable] | None = None) -> list[list[torch.Tensor]]:
+        """Batched :meth:`encode_maps` (the evaluation path): one forward pass per source for all images.
+
+        Images may differ in size: each is resized to each source's square input before stacking (the
+        sources' own resize is then the identity), so the maps equal those of :meth:`encode_maps`.
+        With ``cache_keys`` the results are stored in the cache as :meth:`encode_maps` would.
+        """
+        if len(images) == 0:
+            return []
+        xs = [image_to_tensor(validate_image(im), self.device) for im in images]
+        per_image: list[list[torch.Tensor]] = [[] for _ in xs]
+        with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
+                            enabled=self._amp_dtype is not None):
+            for src in self.sources:
+                size = (src.input_size, src.input_size)
+                batch = torch.cat([torch.nn.functional.interpolate(x, size=size, mode="bilinear",
+                                                                   align_corners=False, antialias=True) for x in xs])
+                for layer_map in src(batch):
+                    for i in range(len(xs)):
+                        per_image[i].append(layer_map[i:i + 1].float())
+        if cache_keys is not None:
+            for key, maps in zip(cache_keys, per_image):
+                self._cache[key] = maps
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return per_image
+
+    def cached(self, key: Hashable) -> bool:
+        """Whether maps for ``key`` are in the evaluation cache."""
+        return key in self._cache
+
+    @torch.inference_mode()
     def encode(self, image: np.ndarray, means: list[torch.Tensor] | None = None,
                cache_key: Hashable | None = None) -> torch.Tensor:
         """Fused feature map ``[C, G, G]`` of one image, centred with ``means`` (default: its own)."""
