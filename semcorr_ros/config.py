@@ -57,7 +57,10 @@ class EngineConfig:
         kbc: keypoint-bounding-box-centred cropping: ``off``, ``on`` (always) or ``auto`` (when the object
             covers less than ``kbc_max_fraction`` of the image).
         kbc_margin: the keypoint box is enlarged by this fraction of its side on each side.
-        kbc_max_fraction: object area fraction below which ``auto`` crops.
+        kbc_max_fraction: ``auto`` crops when the (square, margin-enlarged) object box covers less than this
+            fraction of either image; 0.3 was chosen on pf-willow-dev: it crops 4 of 450 full-size pairs and
+            raises the 3% small-object setting from 0.129 to 0.157 PCK@0.1 (always cropping: 0.194, at a second
+            encode per frame).
         pose_threshold: RANSAC inlier distance, metres.
         pose_iterations: RANSAC hypotheses.
         pose_min_inliers: fewest inliers for a valid pose.
@@ -85,7 +88,7 @@ class EngineConfig:
     depth_scale: float = 0.001
     kbc: str = "auto"
     kbc_margin: float = 0.25
-    kbc_max_fraction: float = 0.1
+    kbc_max_fraction: float = 0.3
     pose_threshold: float = 0.02
     pose_iterations: int = 200
     pose_min_inliers: int = 4
