@@ -285,3 +285,27 @@ def test_sync_module_needs_no_ros(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_slow_consumer_counts_shed_frames_as_dropped_not_unpaired():
+    # Depth arrives just before its colour frame; nobody consumes: both buffers overflow. Every colour frame had
+    # a partner, so the shed frames are "dropped", even when the partner depth frame left its buffer first.
+    s = LatestSetSync(slop=0.005, buffer_size=3)
+    s.add(INFO, 0.0, "info")
+    for i in range(20):
+        t = i / 30.0
+        s.add(DEPTH, t - 0.001, f"d{i}")
+        s.add(COLOR, t, f"c{i}")
+    stamp, items = s.pop_latest()
+    assert items[COLOR] == "c19"
+    assert s.unpaired == 0 and s.dropped == 19 and s.consumed == 1
+
+
+def test_colour_without_any_depth_is_still_unpaired():
+    s = LatestSetSync(slop=0.005, buffer_size=3)
+    s.add(INFO, 0.0, "info")
+    for i in range(10):
+        s.add(DEPTH, i / 30.0 + 0.015, f"d{i}")   # always 15 ms off: never within the slop
+        s.add(COLOR, i / 30.0, f"c{i}")
+    assert s.pop_latest() is None
+    assert s.unpaired == 7 and s.dropped == 0

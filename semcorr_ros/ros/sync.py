@@ -16,7 +16,8 @@ camera info:
 Accounting -- every colour frame added ends up in exactly one of these (or is still buffered):
 
 - ``consumed``: returned in a set;
-- ``dropped``: discarded unconsumed although a depth frame within ``slop`` was buffered for it -- superseded by
+- ``dropped``: discarded unconsumed although a depth frame within ``slop`` was buffered for it (or had been, and
+  was pushed out of the full depth buffer first: load shedding) -- superseded by
   a newer complete set, pushed out of the full colour buffer, or cleared by a reset -- plus colour frames that
   arrive no newer than the last returned set (late, rejected on arrival);
 - ``unpaired``: discarded unconsumed with no depth frame within ``slop`` (slop too small, depth not arriving...).
@@ -36,6 +37,7 @@ import bisect
 import math
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from semcorr_ros.errors import ConfigError, InputError
@@ -133,6 +135,9 @@ class LatestSetSync:
         self._latched_info: tuple[float, Any] | None = None
         self._last_stamp: float | None = None  # colour stamp of the last returned set
         self._newest_seen: dict[str, float] = {}  # per stream, since the last reset
+        # Stamps of depth frames pushed out of their full buffer: a colour frame whose partner left first (the
+        # consumer is slower than the camera) was pairable, so it counts as dropped, not unpaired.
+        self._evicted_depth: deque[float] = deque(maxlen=4 * buffer_size)
         self._waiters = 0
         self._closed = False
         self._counts = {
@@ -278,8 +283,9 @@ class LatestSetSync:
         return {COLOR: self._color, DEPTH: self._depth, INFO: self._info}[stream]
 
     def _count_discarded_color(self, t: float) -> None:
-        key = "dropped" if self._depth.nearest(t, self.slop) >= 0 else "unpaired"
-        self._counts[key] += 1
+        paired = self._depth.nearest(t, self.slop) >= 0 or any(
+            abs(d - t) <= self.slop + 1e-9 for d in self._evicted_depth)
+        self._counts["dropped" if paired else "unpaired"] += 1
 
     def _discard_oldest_locked(self, stream: str) -> None:
         buf = self._buffer(stream)
@@ -287,6 +293,8 @@ class LatestSetSync:
             self._count_discarded_color(buf.stamps[0])
         else:
             self._counts[f"{stream}_discarded"] += 1
+            if stream == DEPTH:
+                self._evicted_depth.append(buf.stamps[0])
         buf.drop_through(0)
 
     def _find_locked(self) -> tuple[int, int, int] | None:
@@ -340,3 +348,4 @@ class LatestSetSync:
         self._info.clear()
         self._last_stamp = None
         self._newest_seen.clear()
+        self._evicted_depth.clear()
