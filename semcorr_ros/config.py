@@ -64,6 +64,14 @@ class EngineConfig:
         pose_threshold: RANSAC inlier distance, metres.
         pose_iterations: RANSAC hypotheses.
         pose_min_inliers: fewest inliers for a valid pose.
+        consensus_prior: fit one global 2D affine reference -> live from dense mutual nearest neighbours of the
+            object's cells (RANSAC, :mod:`semcorr_ros.engine.consensus`) and bias every keypoint's similarity
+            map towards its transformed reference position (full-frame pass only; off for a frame when the
+            fit is degenerate).
+        consensus_weight: height of the Gaussian bump added to the cosine similarities at the prior position.
+        consensus_sigma: width (standard deviation, fraction of the image side) of that bump.
+        consensus_threshold: RANSAC inlier distance of the affine fit, fraction of the image side.
+        consensus_min_inliers: fewest RANSAC inliers (mutual matches) for the prior to be used.
     """
 
     sources: tuple[str, ...] = DEFAULT_SOURCES
@@ -92,6 +100,11 @@ class EngineConfig:
     pose_threshold: float = 0.02
     pose_iterations: int = 200
     pose_min_inliers: int = 4
+    consensus_prior: bool = True
+    consensus_weight: float = 0.2
+    consensus_sigma: float = 0.1
+    consensus_threshold: float = 0.1
+    consensus_min_inliers: int = 8
 
     def __post_init__(self) -> None:
         self.sources = tuple(self.sources)
@@ -117,6 +130,10 @@ class EngineConfig:
         _check_range("pose_threshold", self.pose_threshold, 1e-6, 10.0)
         _check_range("pose_iterations", self.pose_iterations, 1, 100000)
         _check_range("pose_min_inliers", self.pose_min_inliers, 3, 100000)
+        _check_range("consensus_weight", self.consensus_weight, 0.0, 10.0)
+        _check_range("consensus_sigma", self.consensus_sigma, 1e-3, 10.0)
+        _check_range("consensus_threshold", self.consensus_threshold, 1e-3, 1.0)
+        _check_range("consensus_min_inliers", self.consensus_min_inliers, 3, 100000)
 
     def replace(self, **changes: Any) -> "EngineConfig":
         """A copy with ``changes`` applied (validated); unknown names raise :class:`ConfigError`."""

@@ -43,6 +43,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help="(default: %(default)s)")
     g.add_argument("--softargmax-temperature", type=float, default=_DEFAULTS.softargmax_temperature,
                    help="(default: %(default)s)")
+    g.add_argument("--consensus-prior", action=argparse.BooleanOptionalAction, default=_DEFAULTS.consensus_prior,
+                   help="bias each keypoint towards one global 2D affine fitted on the whole object "
+                        "(default: %(default)s)")
+    g.add_argument("--consensus-weight", type=float, default=_DEFAULTS.consensus_weight,
+                   help="height of the prior's bump on the cosine similarities (default: %(default)s)")
+    g.add_argument("--consensus-sigma", type=float, default=_DEFAULTS.consensus_sigma,
+                   help="width of the prior's bump, fraction of the image side (default: %(default)s)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
@@ -64,7 +71,9 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
                         fp16=args.fp16, cpu_bf16=not args.no_cpu_bf16, kbc=args.kbc, kbc_margin=args.kbc_margin,
                         kbc_max_fraction=args.kbc_max_fraction, depth_aware=not args.no_depth_aware,
                         score_threshold=args.score_threshold, softargmax_radius=args.softargmax_radius,
-                        softargmax_temperature=args.softargmax_temperature)
+                        softargmax_temperature=args.softargmax_temperature,
+                        consensus_prior=args.consensus_prior, consensus_weight=args.consensus_weight,
+                        consensus_sigma=args.consensus_sigma)
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:

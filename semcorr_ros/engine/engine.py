@@ -28,6 +28,7 @@ from torch import nn
 
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import depth_aware, geometry, kbc
+from semcorr_ros.engine.consensus import coarse_map, consensus_prior
 from semcorr_ros.engine.features import build_source, preferred_cpu_dtype
 from semcorr_ros.engine.features.base import FeatureSource
 from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
@@ -56,6 +57,7 @@ class _View:
     desc: torch.Tensor             # [K, C] keypoint descriptors
     uv: torch.Tensor               # [K, 2] normalised keypoints
     means: list[torch.Tensor]      # per-map centering vectors [1, C_m, 1, 1], reused for live maps
+    coarse: torch.Tensor | None = None  # fmap pooled for the consensus fit, computed on first use
 
 
 @dataclass
@@ -253,11 +255,13 @@ class CorrespondenceEngine:
 
     # ------------------------------------------------------------------ matching
     def _match_view(self, ref: _View, fmap: torch.Tensor, size: tuple[int, int],
-                    weights: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    weights: torch.Tensor | None = None,
+                    prior: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         m = match_keypoints(ref.desc, ref.uv, ref.fmap, fmap, radius=cfg.softargmax_radius,
                             temperature=cfg.softargmax_temperature, cycle_sigma=cfg.cycle_sigma,
-                            tgt_weights=weights)
+                            tgt_weights=weights, prior=prior, prior_weight=cfg.consensus_weight,
+                            prior_sigma=cfg.consensus_sigma)
         xy = uv_to_pixels(m.uv, *size).double().cpu().numpy()
         return xy, m.score.double().cpu().numpy()
 
@@ -290,15 +294,25 @@ class CorrespondenceEngine:
         fmap = self.encode(image, ref.full.means, cache_key)
         timings["features"] = time.perf_counter() - t0
 
+        prior = None
+        if cfg.consensus_prior and cfg.consensus_weight > 0:
+            t = time.perf_counter()
+            if ref.full.coarse is None:
+                ref.full.coarse = coarse_map(ref.full.fmap)
+            cp = consensus_prior(ref.full.coarse, coarse_map(fmap), ref.full.uv,
+                                 threshold=cfg.consensus_threshold, min_inliers=cfg.consensus_min_inliers)
+            prior = cp.uv if cp.active else None
+            timings["consensus"] = time.perf_counter() - t
+
         t = time.perf_counter()
-        xy, score = self._match_view(ref.full, fmap, (w, h))
+        xy, score = self._match_view(ref.full, fmap, (w, h), prior=prior)
         model = None
         if cfg.depth_aware and depth_m is not None:
             model = self._depth_model(depth_m, xy, score, ref.depth_extent)
             if model is not None:
                 wts = depth_aware.depth_weights(torch.from_numpy(depth_m).to(self.device), model,
                                                 fmap.shape[-1], cfg.depth_floor)
-                xy, score = self._match_view(ref.full, fmap, (w, h), wts)
+                xy, score = self._match_view(ref.full, fmap, (w, h), wts, prior)
         timings["match"] = time.perf_counter() - t
 
         kbc_used = False
@@ -349,7 +363,7 @@ class CorrespondenceEngine:
         timings["total"] = time.perf_counter() - t0
         return MatchResult(names=list(ref.names), ref_xy=ref.keypoints.copy(), xy=xy, score=score, valid=valid,
                            points3d=points, has_3d=has_3d, pose=pose, kbc_used=kbc_used,
-                           depth_weighted=model is not None, timings=timings)
+                           depth_weighted=model is not None, prior_used=prior is not None, timings=timings)
 
     def match_pair(self, src_image: np.ndarray, src_keypoints: np.ndarray, tgt_image: np.ndarray,
                    src_key: Hashable | None = None, tgt_key: Hashable | None = None,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from semcorr_ros.engine.consensus import prior_bias
+
 
 @dataclass
 class SparseMatches:
@@ -97,7 +99,8 @@ def soft_argmax(sim: torch.Tensor, radius: int, temperature: float) -> tuple[tor
 
 def match_keypoints(desc: torch.Tensor, src_uv: torch.Tensor, src_map: torch.Tensor, tgt_map: torch.Tensor,
                     *, radius: int = 2, temperature: float = 0.02, cycle_sigma: float = 0.05,
-                    tgt_weights: torch.Tensor | None = None) -> SparseMatches:
+                    tgt_weights: torch.Tensor | None = None, prior: torch.Tensor | None = None,
+                    prior_weight: float = 0.0, prior_sigma: float = 0.1) -> SparseMatches:
     """Match source keypoints into the target map; confidence from the peak and cycle consistency.
 
     The score is ``clamp(peak, 0, 1) * exp(-e^2 / (2 sigma^2))`` with ``e`` the cycle error: the target match's
@@ -112,6 +115,10 @@ def match_keypoints(desc: torch.Tensor, src_uv: torch.Tensor, src_map: torch.Ten
         radius, temperature: soft-argmax window and temperature.
         cycle_sigma: scale of the cycle error in the score (normalised units).
         tgt_weights: optional ``[Gt, Gt]`` per-cell weights (depth-aware) multiplying the target similarities.
+        prior: optional ``[K, 2]`` expected target positions (normalised; the consensus prior of
+            :mod:`semcorr_ros.engine.consensus`): ``prior_weight * exp(-d^2 / (2 prior_sigma^2))`` (``d`` the
+            cell's distance to the prior, normalised units) is added to the similarities before the
+            soft-argmax; ``peak`` (and so the score) stays the raw similarity at the chosen cell.
 
     Returns:
         :class:`SparseMatches`.
@@ -122,7 +129,14 @@ def match_keypoints(desc: torch.Tensor, src_uv: torch.Tensor, src_map: torch.Ten
     sim = similarity(desc, tgt_map)
     if tgt_weights is not None:
         sim = sim * tgt_weights[None]
-    uv, peak = soft_argmax(sim, radius, temperature)
+    if prior is not None and prior_weight > 0:
+        biased = sim + prior_bias(prior.to(sim.device), sim.shape[1], sim.shape[2], prior_weight,
+                                  prior_sigma).to(sim.dtype)
+        uv, _ = soft_argmax(biased, radius, temperature)
+        k = sim.shape[0]
+        peak = sim.reshape(k, -1).gather(1, biased.reshape(k, -1).argmax(dim=1, keepdim=True))[:, 0]
+    else:
+        uv, peak = soft_argmax(sim, radius, temperature)
     back_desc = sample_descriptors(tgt_map, uv)
     back_uv, _ = soft_argmax(similarity(back_desc, src_map), 0, temperature)
     err = (back_uv - src_uv).norm(dim=1)

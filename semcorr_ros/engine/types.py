@@ -51,6 +51,7 @@ class MatchResult:
         pose: the reference-to-live rigid transform, when the reference has 3D and depth was given.
         kbc_used: whether the KBC crop path produced these matches.
         depth_weighted: whether depth-aware weighting was applied.
+        prior_used: whether the 2D consensus prior (a valid global affine fit) biased the full-frame matching.
         timings: seconds per stage (``features``, ``match``, ``kbc``, ``lift``, ``pose``, ``total``).
     """
 
@@ -64,6 +65,7 @@ class MatchResult:
     pose: PoseResult | None = None
     kbc_used: bool = False
     depth_weighted: bool = False
+    prior_used: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
     @staticmethod

@@ -146,6 +146,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _engine("pose_threshold", _DOUBLE, "RANSAC inlier distance of the pose, metres.", (1e-6, 10.0)),
     _engine("pose_iterations", _INT, "RANSAC hypotheses of the pose.", (1, 100000)),
     _engine("pose_min_inliers", _INT, "Fewest inliers for a valid pose.", (3, 100000)),
+    _engine("consensus_prior", _BOOL, "Bias each keypoint's similarity map towards where one global 2D affine "
+            "(RANSAC on dense mutual matches of the whole object) puts it; off for a frame when the fit is "
+            "degenerate."),
+    _engine("consensus_weight", _DOUBLE, "Height of the Gaussian bump added to the cosine similarities at the "
+            "consensus prior.", (0.0, 10.0)),
+    _engine("consensus_sigma", _DOUBLE, "Width (standard deviation, fraction of the image side) of that bump.",
+            (1e-3, 10.0)),
+    _engine("consensus_threshold", _DOUBLE, "RANSAC inlier distance of the consensus affine, fraction of the "
+            "image side.", (1e-3, 1.0)),
+    _engine("consensus_min_inliers", _INT, "Fewest RANSAC inliers for the consensus prior to be used.",
+            (3, 100000)),
     # -- synchronisation
     ParamSpec("sync_slop", _DOUBLE, 0.02, "Largest |t_depth - t_colour| for a colour and a depth frame to pair, "
               "seconds.", range=(0.0, 1.0)),
