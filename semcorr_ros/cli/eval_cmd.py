@@ -84,13 +84,15 @@ def run(args: argparse.Namespace) -> int:
             prefetch(calls)
         calls += 1
         pred = np.full(sample.src_kps.shape, np.nan)
+        score = np.full(len(sample.src_kps), np.nan)
         ok = np.isfinite(sample.src_kps).all(1)
         res = engine.match_pair(sample.src_image, sample.src_kps[ok], sample.tgt_image,
                                 src_key=(sample.category, sample.src_name), tgt_key=(sample.category, sample.tgt_name),
                                 tgt_box=sample.tgt_bbox if args.kbc_box == "gt" else None)
         pred[ok] = res.xy
+        score[ok] = res.score
         kbc_pairs += int(res.kbc_used)
-        return pred
+        return pred, score
 
     print(f"{args.dataset}: {len(dataset)} pairs, {len(dataset.categories)} categories; sources "
           f"{','.join(cfg.sources)}; kbc {cfg.kbc}; device {engine.device}")
@@ -105,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
                 "config": cfg.to_dict()})
     plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("pck_curve.png"))
     plot_pck_curve(report, plot, title=f"{args.dataset} ({','.join(cfg.sources)}, kbc {cfg.kbc})")
+    if report.confidence is not None:
+        from semcorr_ros.eval.confidence import plot_reliability
+
+        c = report.confidence
+        plot_reliability(c, plot.with_name(plot.stem + "_confidence.png"), title=f"{args.dataset}: match scores")
+        print(f"PCK@{c['alpha']:g} of the most confident keypoints: "
+              + "  ".join(f"top {k} {v:.3f}" for k, v in c["pck_top"].items() if v is not None)
+              + f"  (ECE {c['ece']:.3f})")
     print(f"PCK@0.1 ({args.threshold}) = {out['pck'].get('0.1')}  pairs {out['pairs']}  "
           f"skipped {len(out.get('skipped', []))}  KBC used on {kbc_pairs} pairs  {elapsed:.1f} s  plot {plot}")
     write_json(args.json, out)

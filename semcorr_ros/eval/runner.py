@@ -62,6 +62,8 @@ class EvalReport:
         timing: ``total_s`` (wall time of the run), ``load_s`` and ``predict_s`` (summed over pairs),
             ``s_per_pair`` (total / pairs attempted), ``predict_s_per_pair`` (predict time / pairs predicted).
         dataset: a label for the dataset (its ``name`` attribute, when it has one).
+        confidence: when the predictor returned scores, :func:`~semcorr_ros.eval.confidence.confidence_summary`
+            at the middle alpha (PCK of the most confident keypoints, reliability bins).
     """
 
     accumulator: PCKAccumulator
@@ -70,6 +72,7 @@ class EvalReport:
     skipped: list[SkippedPair] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     dataset: str = ""
+    confidence: dict[str, Any] | None = None
 
     @property
     def pairs(self) -> int:
@@ -109,6 +112,7 @@ class EvalReport:
             "keypoints": self.accumulator.num_keypoints,
             "skipped": [s.to_json_dict() for s in self.skipped],
             "timing": {k: _json_number(v) for k, v in self.timing.items()},
+            **({"confidence": self.confidence} if self.confidence is not None else {}),
         }
 
     def format_table(self) -> str:
@@ -182,7 +186,8 @@ def evaluate(dataset: Sequence[PairSample], predict: Predictor, alphas: Iterable
         dataset: any sequence of :class:`PairSample` (e.g. :func:`semcorr_ros.data.build_dataset`); reading item
             ``i`` may raise :class:`DatasetError`.
         predict: ``sample -> [K, 2]`` predicted target keypoints ``(x, y)``, 0-based pixels of the target image
-            (non-finite rows = no prediction, scored wrong).
+            (non-finite rows = no prediction, scored wrong), or ``([K, 2], scores [K])`` to also assess the
+            predictor's confidence (:attr:`EvalReport.confidence`).
         alphas: PCK alphas to report.
         threshold: ``bbox`` (``alpha * max side`` of the target box; the target keypoints' box when a sample has
             none) or ``img`` (``alpha * max side`` of the target image).
@@ -198,6 +203,8 @@ def evaluate(dataset: Sequence[PairSample], predict: Predictor, alphas: Iterable
     if on_error not in ON_ERROR_CHOICES:
         raise ConfigError(f"unknown on_error {on_error!r}; valid choices: {', '.join(ON_ERROR_CHOICES)}")
     acc = PCKAccumulator(alphas_t)
+    conf_err: list[np.ndarray] = []
+    conf_score: list[np.ndarray] = []
     skipped: list[SkippedPair] = []
     load_s = predict_s = 0.0
     n_predicted = 0
@@ -222,12 +229,22 @@ def evaluate(dataset: Sequence[PairSample], predict: Predictor, alphas: Iterable
                 predict_s += time.perf_counter() - t1
                 n_predicted += 1
                 stage = "score"
+                score = None
+                if isinstance(pred, tuple):
+                    pred, score = pred
                 pred = _check_prediction(pred, sample)
                 if mode == "bbox" and sample.tgt_bbox is None and not warned_no_box:
                     log.warning("pair %s has no target box; using its target keypoints' box for the PCK "
                                 "threshold (and for every such pair)", sample.pair_id)
                     warned_no_box = True
+                if score is not None:
+                    score = np.asarray(score, dtype=np.float64).reshape(-1)
+                    if score.shape != (len(pred),):
+                        raise InputError(f"predict returned {score.size} scores for {len(pred)} keypoints")
                 err = acc.add(pred, sample.tgt_kps, _unit(sample, mode), sample.category, sample.pair_id)
+                if score is not None:
+                    conf_err.append(err)
+                    conf_score.append(score)
                 scored = err[~np.isnan(err)]
                 shown_hits += int(np.count_nonzero(scored <= shown_alpha * (1.0 + REL_TOL)))
                 shown_total += scored.size
@@ -250,5 +267,10 @@ def evaluate(dataset: Sequence[PairSample], predict: Predictor, alphas: Iterable
               "predict_s_per_pair": predict_s / n_predicted if n_predicted else float("nan")}
     if skipped:
         log.warning("evaluation skipped %d of %d pairs", len(skipped), n)
+    confidence = None
+    if conf_err:
+        from semcorr_ros.eval.confidence import confidence_summary
+
+        confidence = confidence_summary(np.concatenate(conf_err), np.concatenate(conf_score), alpha=shown_alpha)
     return EvalReport(accumulator=acc, alphas=alphas_t, threshold=mode, skipped=skipped, timing=timing,
-                      dataset=label)
+                      dataset=label, confidence=confidence)
