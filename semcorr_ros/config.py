@@ -6,6 +6,7 @@ changes in exactly one place.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -16,6 +17,10 @@ DEFAULT_SOURCES: tuple[str, ...] = ("effnet-lite2", "dinov2-s-imgfocus")
 
 #: Fusion weight of each default source (split equally among its layers), chosen on pf-willow-dev.
 DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {"effnet-lite2": 0.7, "dinov2-s-imgfocus": 0.3}
+
+#: Calibrated-confidence coefficients (bias, peak, cycle, prior, no_prior) fitted on pf-willow-dev with the default
+#: engine: `python tools/dev/calibrate_scores.py ../shared/data/pf-willow-dev` (ECE 0.409 -> 0.024 in-sample).
+DEFAULT_SCORE_CALIBRATION: tuple[float, ...] = (-1.1842, 4.7543, -0.0099, -0.1443, -1.2658)
 
 DEVICES = ("auto", "cpu", "cuda")
 KBC_MODES = ("off", "on", "auto")
@@ -49,6 +54,9 @@ class EngineConfig:
         softargmax_temperature: softmax temperature on cosine similarities inside that window.
         cycle_sigma: scale (fraction of the image side) of the cycle-consistency error in the score.
         score_threshold: matches scoring below are marked invalid.
+        score_calibration: coefficients of the calibrated confidence (:mod:`semcorr_ros.engine.confidence`:
+            bias, peak, cycle, prior, no_prior), fitted by ``tools/dev/calibrate_scores.py``; ``None`` gives the
+            raw score ``peak x exp(-cycle / 2)``.
         depth_aware: weight the live feature map by how plausible each cell's depth is for the object.
         depth_floor: weight of cells at implausible depths (0 removes them, 1 disables the weighting).
         depth_sigma_min: smallest object depth spread, metres.
@@ -89,6 +97,7 @@ class EngineConfig:
     softargmax_temperature: float = 0.02
     cycle_sigma: float = 0.05
     score_threshold: float = 0.2
+    score_calibration: tuple[float, ...] | None = DEFAULT_SCORE_CALIBRATION
     depth_aware: bool = True
     depth_floor: float = 0.25
     depth_sigma_min: float = 0.05
@@ -121,6 +130,11 @@ class EngineConfig:
         _check_range("softargmax_temperature", self.softargmax_temperature, 1e-4, 10.0)
         _check_range("cycle_sigma", self.cycle_sigma, 1e-4, 10.0)
         _check_range("score_threshold", self.score_threshold, 0.0, 1.0)
+        if self.score_calibration is not None:
+            self.score_calibration = tuple(float(c) for c in self.score_calibration)
+            if len(self.score_calibration) != 5 or not all(math.isfinite(c) for c in self.score_calibration):
+                raise ConfigError("score_calibration needs 5 finite coefficients (bias, peak, cycle, prior, "
+                                  f"no_prior), got {self.score_calibration}")
         _check_range("depth_floor", self.depth_floor, 0.0, 1.0)
         _check_range("depth_sigma_min", self.depth_sigma_min, 1e-4, 100.0)
         _check_range("depth_radius", self.depth_radius, 0, 50)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from semcorr_ros.config import EngineConfig
-from semcorr_ros.engine import depth_aware, geometry, kbc
+from semcorr_ros.engine import confidence, depth_aware, geometry, kbc
 from semcorr_ros.engine.consensus import coarse_map, consensus_prior
 from semcorr_ros.engine.features import build_source, preferred_cpu_dtype
 from semcorr_ros.engine.features.base import FeatureSource
@@ -106,6 +106,7 @@ class CorrespondenceEngine:
         self.fusion = fusion.to(self.device)
         self._amp_dtype = torch.float16 if self.device.type == "cuda" and cfg.fp16 else None
         self.reference: Reference | None = None
+        self._last_features = torch.zeros(0, len(confidence.FEATURES))
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
         self.cache_size = 32
 
@@ -262,8 +263,12 @@ class CorrespondenceEngine:
                             temperature=cfg.softargmax_temperature, cycle_sigma=cfg.cycle_sigma,
                             tgt_weights=weights, prior=prior, prior_weight=cfg.consensus_weight,
                             prior_sigma=cfg.consensus_sigma)
+        self._last_features = confidence.score_features(m.peak, m.cycle_error, m.uv, prior, cfg.cycle_sigma,
+                                                        cfg.consensus_sigma)
+        score = m.score if cfg.score_calibration is None else confidence.calibrated_score(
+            self._last_features, cfg.score_calibration)
         xy = uv_to_pixels(m.uv, *size).double().cpu().numpy()
-        return xy, m.score.double().cpu().numpy()
+        return xy, score.double().cpu().numpy()
 
     def match(self, image: np.ndarray, depth: np.ndarray | None = None,
               intrinsics: np.ndarray | None = None, cache_key: Hashable | None = None,
@@ -363,7 +368,8 @@ class CorrespondenceEngine:
         timings["total"] = time.perf_counter() - t0
         return MatchResult(names=list(ref.names), ref_xy=ref.keypoints.copy(), xy=xy, score=score, valid=valid,
                            points3d=points, has_3d=has_3d, pose=pose, kbc_used=kbc_used,
-                           depth_weighted=model is not None, prior_used=prior is not None, timings=timings)
+                           depth_weighted=model is not None, prior_used=prior is not None,
+                           score_features=self._last_features.double().cpu().numpy(), timings=timings)
 
     def match_pair(self, src_image: np.ndarray, src_keypoints: np.ndarray, tgt_image: np.ndarray,
                    src_key: Hashable | None = None, tgt_key: Hashable | None = None,

@@ -52,6 +52,8 @@ class MatchResult:
         kbc_used: whether the KBC crop path produced these matches.
         depth_weighted: whether depth-aware weighting was applied.
         prior_used: whether the 2D consensus prior (a valid global affine fit) biased the full-frame matching.
+        score_features: ``[K, 5]`` the confidence's ingredients (:mod:`semcorr_ros.engine.confidence`), for
+            calibration and diagnostics.
         timings: seconds per stage (``features``, ``match``, ``kbc``, ``lift``, ``pose``, ``total``).
     """
 
@@ -66,6 +68,7 @@ class MatchResult:
     kbc_used: bool = False
     depth_weighted: bool = False
     prior_used: bool = False
+    score_features: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @staticmethod

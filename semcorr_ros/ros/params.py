@@ -106,6 +106,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Relative fusion weight per backbone entry (same order) when no fusion weights file applies; not "
               "set: the engine's defaults (effnet-lite2 0.7, dinov2-s-imgfocus 0.3, others 1.0).",
               field="source_weights", read_only=True),
+    ParamSpec("score_calibration", _DOUBLES, None,
+              "Coefficients of the calibrated confidence (bias, peak, cycle, prior, no_prior); not set: the "
+              "engine's fitted defaults.", field="score_calibration",
+              read_only=True),
     ParamSpec("fusion_weights", _STRING, "",
               "Fusion weights file ('' = the file shipped with the package when it fits the backbone, else "
               "source_weights; 'none' = source_weights).", field="fusion_weights", read_only=True),
@@ -229,6 +233,10 @@ def engine_config(values: Mapping[str, Any], base: EngineConfig | None = None) -
             value = value or None
         elif name in ("input_sizes", "source_weights"):
             continue  # per backbone entry: below
+        elif name == "score_calibration":
+            if not _as_list(value):
+                continue  # not set: the engine's default
+            value = tuple(float(v) for v in _as_list(value))
         elif spec.choices and name != "device" and value not in spec.choices:
             raise ConfigError(f"parameter {name!r} must be one of {list(spec.choices)}, got {value!r}")
         changes[spec.field] = value

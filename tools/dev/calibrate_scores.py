@@ -1,0 +1,64 @@
+"""Fit the calibrated-confidence coefficients (semcorr_ros.engine.confidence) on a PF-WILLOW-format split.
+
+Runs the engine (default configuration, raw scores) over every pair, labels each keypoint "correct at
+PCK@ALPHA (bbox)", fits a logistic regression (Newton's method, small L2) on the score features, and prints the
+coefficients to put into EngineConfig.score_calibration, with ECE and top-k PCK before and after.
+
+Usage (from outside the repository root): python tools/dev/calibrate_scores.py ROOT [--alpha 0.1]
+"""
+
+import argparse
+
+import numpy as np
+
+from semcorr_ros.config import EngineConfig
+from semcorr_ros.data import build_dataset
+from semcorr_ros.engine import CorrespondenceEngine
+from semcorr_ros.eval.confidence import confidence_summary
+from semcorr_ros.eval.pck import normalisers
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iterations: int = 50) -> np.ndarray:
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + l2 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(x.shape[1])
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root")
+    ap.add_argument("--alpha", type=float, default=0.1)
+    args = ap.parse_args()
+    ds = build_dataset("pf-willow", args.root)
+    engine = CorrespondenceEngine(EngineConfig(score_calibration=None))
+    engine.cache_size = 64
+    feats, labels, raw = [], [], []
+    for i in range(len(ds)):
+        s = ds[i]
+        r = engine.match_pair(s.src_image, s.src_kps, s.tgt_image, src_key=(s.category, s.src_name),
+                              tgt_key=(s.category, s.tgt_name))
+        err = np.linalg.norm(r.xy - s.tgt_kps, axis=1) / float(normalisers(s.tgt_bbox[None], "bbox")[0])
+        feats.append(r.score_features)
+        labels.append(err <= args.alpha)
+        raw.append((err, r.score))
+    x, y = np.concatenate(feats), np.concatenate(labels).astype(float)
+    err = np.concatenate([e for e, _ in raw])
+    before = confidence_summary(err, np.concatenate([s for _, s in raw]), args.alpha)
+    w = fit_logistic(x, y)
+    p = 1.0 / (1.0 + np.exp(-(x @ w)))
+    after = confidence_summary(err, p, args.alpha)
+    print(f"{len(y)} keypoints, {y.mean():.4f} correct at PCK@{args.alpha}")
+    for name, s in (("raw", before), ("calibrated", after)):
+        print(f"{name:>10}: ECE {s['ece']:.4f}  top-k PCK " + " ".join(f"{k} {v:.3f}" for k, v in s["pck_top"].items()))
+    print("score_calibration = (" + ", ".join(f"{c:.4f}" for c in w) + ")")
+
+
+if __name__ == "__main__":
+    main()
