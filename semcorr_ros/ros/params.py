@@ -123,7 +123,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("torch_threads", _INT, 0, "PyTorch CPU threads (0 = PyTorch's default).", range=(0, 256),
               read_only=True),
     # -- engine (changeable)
-    _engine("score_threshold", _DOUBLE, "Matches scoring below are published with valid = false.", (0.0, 1.0)),
+    _engine("score_threshold", _DOUBLE, "Matches scoring below are published with valid = false (the score is a "
+            "calibrated probability of a correct match).", (0.0, 1.0)),
     _engine("kbc", _STRING, "Keypoint-bounding-box-centred cropping for small objects: off, on (always) or "
             "auto (when the object covers less than kbc_max_fraction of the image). Re-encodes the reference.",
             choices=KBC_MODES),
