@@ -106,7 +106,6 @@ class CorrespondenceEngine:
         self.fusion = fusion.to(self.device)
         self._amp_dtype = torch.float16 if self.device.type == "cuda" and cfg.fp16 else None
         self.reference: Reference | None = None
-        self._last_features = torch.zeros(0, len(confidence.FEATURES))
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
         self.cache_size = 32
 
@@ -257,18 +256,18 @@ class CorrespondenceEngine:
     # ------------------------------------------------------------------ matching
     def _match_view(self, ref: _View, fmap: torch.Tensor, size: tuple[int, int],
                     weights: torch.Tensor | None = None,
-                    prior: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    prior: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Match into ``fmap``: pixels ``[K, 2]``, confidence ``[K]`` and its features ``[K, 5]``."""
         cfg = self.config
         m = match_keypoints(ref.desc, ref.uv, ref.fmap, fmap, radius=cfg.softargmax_radius,
                             temperature=cfg.softargmax_temperature, cycle_sigma=cfg.cycle_sigma,
                             tgt_weights=weights, prior=prior, prior_weight=cfg.consensus_weight,
                             prior_sigma=cfg.consensus_sigma)
-        self._last_features = confidence.score_features(m.peak, m.cycle_error, m.uv, prior, cfg.cycle_sigma,
-                                                        cfg.consensus_sigma)
-        score = m.score if cfg.score_calibration is None else confidence.calibrated_score(
-            self._last_features, cfg.score_calibration)
+        feats = confidence.score_features(m.peak, m.cycle_error, m.uv, prior, cfg.cycle_sigma, cfg.consensus_sigma)
+        score = m.score if cfg.score_calibration is None else confidence.calibrated_score(feats,
+                                                                                          cfg.score_calibration)
         xy = uv_to_pixels(m.uv, *size).double().cpu().numpy()
-        return xy, score.double().cpu().numpy()
+        return xy, score.double().cpu().numpy(), feats.double().cpu().numpy()
 
     def match(self, image: np.ndarray, depth: np.ndarray | None = None,
               intrinsics: np.ndarray | None = None, cache_key: Hashable | None = None,
@@ -310,14 +309,14 @@ class CorrespondenceEngine:
             timings["consensus"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        xy, score = self._match_view(ref.full, fmap, (w, h), prior=prior)
+        xy, score, feats = self._match_view(ref.full, fmap, (w, h), prior=prior)
         model = None
         if cfg.depth_aware and depth_m is not None:
             model = self._depth_model(depth_m, xy, score, ref.depth_extent)
             if model is not None:
                 wts = depth_aware.depth_weights(torch.from_numpy(depth_m).to(self.device), model,
                                                 fmap.shape[-1], cfg.depth_floor)
-                xy, score = self._match_view(ref.full, fmap, (w, h), wts, prior)
+                xy, score, feats = self._match_view(ref.full, fmap, (w, h), wts, prior)
         timings["match"] = time.perf_counter() - t
 
         kbc_used = False
@@ -342,7 +341,7 @@ class CorrespondenceEngine:
                     cdepth = kbc.crop(depth_m, box)
                     weights = depth_aware.depth_weights(torch.from_numpy(cdepth).to(self.device), model,
                                                         cfmap.shape[-1], cfg.depth_floor)
-                cxy, score = self._match_view(ref_crop, cfmap, (cimg.shape[1], cimg.shape[0]), weights)
+                cxy, score, feats = self._match_view(ref_crop, cfmap, (cimg.shape[1], cimg.shape[0]), weights)
                 xy = kbc.from_crop(cxy, box)
                 kbc_used = True
             timings["kbc"] = time.perf_counter() - t
@@ -369,7 +368,7 @@ class CorrespondenceEngine:
         return MatchResult(names=list(ref.names), ref_xy=ref.keypoints.copy(), xy=xy, score=score, valid=valid,
                            points3d=points, has_3d=has_3d, pose=pose, kbc_used=kbc_used,
                            depth_weighted=model is not None, prior_used=prior is not None,
-                           score_features=self._last_features.double().cpu().numpy(), timings=timings)
+                           score_features=feats, timings=timings)
 
     def match_pair(self, src_image: np.ndarray, src_keypoints: np.ndarray, tgt_image: np.ndarray,
                    src_key: Hashable | None = None, tgt_key: Hashable | None = None,
