@@ -15,6 +15,9 @@ COMMANDS = {
     "match": ("match_cmd", "match the keypoints of a reference image into another image and draw them"),
     "eval": ("eval_cmd", "PCK evaluation on a semantic-correspondence benchmark (PF-WILLOW, SPair-71k)"),
     "bench": ("bench_cmd", "per-frame latency and peak memory of the engine on a 640x480 RGB-D frame"),
+    "synth": ("synth_cmd", "render a synthetic RGB-D scene bag with per-frame ground truth and a reference"),
+    "bag-eval": ("bag_eval_cmd", "replay a rosbag2 through the correspondence node (or the engine offline) and "
+                 "score it against the bag's ground truth"),
 }
 
 
