@@ -42,6 +42,10 @@ def generate_launch_description():
             description="Publish /<node_name>/debug_image (true/false; drawn only while subscribed); overrides "
                         "the params file."),
         DeclareLaunchArgument(
+            "reference_file", default_value="package://semcorr_ros/config/example_reference.yaml",
+            description="Reference YAML (image + named keypoints [+ depth, intrinsics]); a path or "
+                        "package://<pkg>/<path>; overrides the params file (e.g. a scene made by `semcorr synth`)."),
+        DeclareLaunchArgument(
             "log_level", default_value="info",
             description="Log level of the node: debug, info, warn, error or fatal."),
         DeclareLaunchArgument(
@@ -59,6 +63,7 @@ def generate_launch_description():
             {
                 "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
                 "publish_debug_image": ParameterValue(LaunchConfiguration("debug_image"), value_type=bool),
+                "reference_file": ParameterValue(LaunchConfiguration("reference_file"), value_type=str),
             },
         ],
         remappings=[
