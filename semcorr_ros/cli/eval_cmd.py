@@ -17,9 +17,12 @@ from semcorr_ros.errors import SemcorrError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=["pf-willow", "spair"], help="benchmark format")
+    parser.add_argument("--dataset", required=True, choices=["pf-willow", "spair", "pf-pascal", "ap10k"],
+                        help="benchmark format")
     parser.add_argument("--root", required=True, type=Path, help="dataset folder")
-    parser.add_argument("--split", default=None, help="split (SPair: trn | val | test; default test)")
+    parser.add_argument("--split", default=None,
+                        help="split (SPair, PF-PASCAL: trn | val | test; AP-10K: train | val | test of split1; "
+                             "default test)")
     parser.add_argument("--threshold", choices=["bbox", "img"], default="bbox",
                         help="PCK threshold: alpha * max side of the target bbox or image (default: %(default)s)")
     parser.add_argument("--categories", default=None, help="comma-separated categories (default: all)")

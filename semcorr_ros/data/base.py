@@ -233,6 +233,8 @@ def select_categories(available: list[str], wanted: str | list[str] | tuple[str,
 DATASETS: dict[str, tuple[str, str]] = {
     "pf-willow": ("semcorr_ros.data.pfwillow", "PFWillowDataset"),
     "spair": ("semcorr_ros.data.spair", "SPairDataset"),
+    "pf-pascal": ("semcorr_ros.data.pfpascal", "PFPascalDataset"),
+    "ap10k": ("semcorr_ros.data.ap10k", "AP10KDataset"),
 }
 
 
@@ -240,9 +242,10 @@ def build_dataset(name: str, root: str | Path, split: str | None = None, **kwarg
     """Construct the dataset called ``name`` (one of :data:`DATASETS`) from ``root``.
 
     Args:
-        name: ``pf-willow`` or ``spair``.
+        name: ``pf-willow``, ``spair``, ``pf-pascal`` or ``ap10k``.
         root: dataset folder (the layout each loader expects is in its docstring).
-        split: ``None`` for the dataset's default split (PF-WILLOW: its only split, ``test``; SPair: ``test``).
+        split: ``None`` for the dataset's default split (PF-WILLOW: its only split, ``test``; SPair, PF-PASCAL,
+            AP-10K: ``test``).
         **kwargs: loader options, e.g. ``categories=[...]``, ``max_pairs=N``.
 
     Raises:
