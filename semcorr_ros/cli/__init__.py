@@ -18,6 +18,7 @@ COMMANDS = {
     "synth": ("synth_cmd", "render a synthetic RGB-D scene bag with per-frame ground truth and a reference"),
     "bag-eval": ("bag_eval_cmd", "replay a rosbag2 through the correspondence node (or the engine offline) and "
                  "score it against the bag's ground truth"),
+    "train-fusion": ("train_fusion_cmd", "learn the fusion weights of the feature sources contrastively (InfoNCE)"),
 }
 
 

@@ -1,0 +1,231 @@
+"""``semcorr train-fusion --dataset DS --root DIR``: learn the fusion weights contrastively (InfoNCE).
+
+The engine's frozen sources encode every image once (cached in memory, and on disk with ``--cache-dir``); the
+per-(source, layer) fusion logits (and the temperature) are then trained on cached per-map similarities
+(:mod:`semcorr_ros.train.fusion_train`). Writes a ``semcorr-fusion-v1`` file (``--out``) that the engine loads
+with ``--fusion-weights PATH``, a loss-curve PNG next to it and, with ``--json``, a summary.
+
+Honest evaluation: ``--holdout-images F`` / ``--holdout-categories A,B`` / ``--split-file S`` keep pairs out of
+training; ``--evaluate`` then runs the full engine (``semcorr eval``'s path) on the held-out pairs with uniform,
+hand-set (``source_weights``) and learned fusion and prints PCK for each. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from semcorr_ros.cli.common import add_engine_arguments, add_json_argument, engine_config, write_json
+from semcorr_ros.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DATASET_CHOICES = ("pf-willow", "spair", "pf-pascal", "ap10k", "synth")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="training data format")
+    parser.add_argument("--root", type=Path, default=None, help="dataset folder (not used by synth)")
+    parser.add_argument("--split", default=None,
+                        help="split to train on (SPair/PF-PASCAL: trn | val | test; AP-10K: train | val | test; "
+                             "default: the loader's default, PF-WILLOW has one split)")
+    parser.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
+    parser.add_argument("--max-pairs", type=int, default=None, help="evenly subsample at most N pairs")
+    parser.add_argument("--synth-scenes", type=int, default=4,
+                        help="synth: scenes per category, seeds seed*1000+j (default: %(default)s)")
+    parser.add_argument("--synth-frames", type=int, default=6,
+                        help="synth: frames (= reference->frame pairs) per scene (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=40, help="(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="pair order and holdout selection (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--batch-pairs", type=int, default=16, help="pairs per step (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=0.05,
+                        help="initial InfoNCE temperature (default: %(default)s)")
+    parser.add_argument("--fixed-temperature", action="store_true", help="do not learn the temperature")
+    parser.add_argument("--target", choices=("bilinear", "hard"), default="bilinear",
+                        help="positive: the 4 cells around the target keypoint, bilinear weights, or the nearest "
+                             "cell (default: %(default)s)")
+    parser.add_argument("--init", choices=("uniform", "default"), default="uniform",
+                        help="initial weights: equal per map, or the configuration's source_weights "
+                             "(default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("fusion.safetensors"),
+                        help="weights file to write; the loss curve goes to <stem>_loss.png (default: %(default)s)")
+    g = parser.add_argument_group("held-out evaluation")
+    g.add_argument("--holdout-images", type=float, default=0.0, metavar="FRACTION",
+                   help="hold out this fraction of every category's images: train on pairs of the other images "
+                        "only, evaluate on pairs of held-out images only (no image shared)")
+    g.add_argument("--holdout-categories", default=None, help="comma-separated categories held out entirely")
+    g.add_argument("--split-file", type=Path, default=None,
+                   help="read the train/held-out pair split from this semcorr-split-v1 JSON (overrides --holdout-*)")
+    g.add_argument("--write-split", type=Path, default=None, help="write the split used as semcorr-split-v1 JSON")
+    g.add_argument("--evaluate", action="store_true",
+                   help="after training, PCK of the full engine on the held-out pairs with uniform, hand-set and "
+                        "learned fusion")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="keep the encoded feature maps in a file here and reuse them on the next run")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per encode pass (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_engine_arguments(parser)
+    add_json_argument(parser)
+
+
+def _dataset(args: argparse.Namespace):
+    kwargs = {}
+    if args.categories:
+        kwargs["categories"] = [c.strip() for c in args.categories.split(",") if c.strip()]
+    if args.max_pairs:
+        kwargs["max_pairs"] = args.max_pairs
+    if args.dataset == "synth":
+        if importlib.util.find_spec("semcorr_ros.synth") is None:
+            raise ConfigError("dataset 'synth' needs the semcorr_ros.synth module (synthetic RGB-D scenes), which "
+                              "this installation does not have")
+        from semcorr_ros.train.fusion_synth import SynthPairs
+
+        return SynthPairs(scenes=args.synth_scenes, frames=args.synth_frames, seed=args.seed, **kwargs)
+    if args.root is None:
+        raise ConfigError(f"--root is required for dataset {args.dataset!r}")
+    from semcorr_ros.data import build_dataset
+
+    return build_dataset(args.dataset, args.root, split=args.split, **kwargs)
+
+
+def _source_logits(engine, source_weights: dict[str, float] | None):
+    """Logits of per-source weights split equally among each source's layers (``None``: 0.5 each source)."""
+    import torch
+
+    try:
+        from semcorr_ros.engine.multiscale import base_name
+    except ImportError:  # engines without multi-scale sources
+        def base_name(name: str) -> str:
+            return name
+    w = [(1.0 if source_weights is None else source_weights.get(base_name(s.name), 1.0)) / len(s.layer_names)
+         for s in engine.sources for _ in s.layer_names]
+    w = torch.tensor(w, dtype=torch.float32)
+    return torch.log(w / w.sum())
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from semcorr_ros.engine import CorrespondenceEngine
+    from semcorr_ros.train.fusion_data import MapCache, build_pair_tensors, cache_name
+    from semcorr_ros.train.fusion_split import PairSplit, load_split, make_split, save_split
+    from semcorr_ros.train.fusion_train import argmax_pck, train_fusion, write_outputs
+
+    t_start = time.perf_counter()
+    dataset = _dataset(args)
+    progress = not args.no_progress
+    if args.split_file is not None:
+        split = load_split(dataset, args.split_file)
+    elif args.holdout_images > 0 or args.holdout_categories:
+        cats = [c.strip() for c in (args.holdout_categories or "").split(",") if c.strip()]
+        split = make_split(dataset, args.holdout_images, cats, args.seed)
+    else:
+        split = PairSplit(list(range(len(dataset))), [], {"image_fraction": 0.0, "categories": []})
+    if not split.train:
+        raise ConfigError("the split leaves no training pairs")
+    if args.evaluate and not split.holdout:
+        raise ConfigError("--evaluate needs held-out pairs: use --holdout-images, --holdout-categories or "
+                          "--split-file (the training pairs are not an honest test)")
+    if args.write_split:
+        save_split(split, dataset, args.write_split)
+
+    cfg = engine_config(args)
+    engine = CorrespondenceEngine(cfg)
+    keys = list(engine.fusion.keys)
+    grid = cfg.grid
+    print(f"{args.dataset}: {len(dataset)} pairs ({len(split.train)} training, {len(split.holdout)} held out); "
+          f"maps {', '.join(keys)}; grid {grid}; device {engine.device}")
+    fingerprint = {"keys": keys, "sources": cfg.sources, "weights": cfg.weights, "layers": cfg.layers,
+                   "input_sizes": cfg.input_sizes, "device": engine.device.type, "bf16": cfg.cpu_bf16,
+                   "fp16": cfg.fp16, "multiscale": getattr(cfg, "multiscale", None), "dataset": args.dataset,
+                   "root": str(Path(args.root).resolve()) if args.root else None,
+                   "synth": [args.synth_scenes, args.synth_frames, args.seed, args.categories]
+                   if args.dataset == "synth" else None}
+    cache_file = args.cache_dir / f"{cache_name(fingerprint)}.pt" if args.cache_dir else None
+    cache = MapCache(engine.encode_maps_batch, keys, cache_file, fingerprint, args.batch_size)
+    t = time.perf_counter()
+    train_pairs = build_pair_tensors(dataset, split.train, cache, grid, cfg.center_features, progress)
+    held_pairs = build_pair_tensors(dataset, split.holdout, cache, grid, cfg.center_features, progress)
+    prep_s = time.perf_counter() - t
+
+    init = _source_logits(engine, cfg.source_weights) if args.init == "default" else None
+    result = train_fusion(train_pairs, keys, epochs=args.epochs, seed=args.seed, lr=args.lr,
+                          batch_pairs=args.batch_pairs, temperature=args.temperature,
+                          learn_temperature=not args.fixed_temperature, init_logits=init, target=args.target,
+                          holdout=held_pairs, progress=progress)
+    out, plot = write_outputs(result, args.out)
+    print("learned weights: " + ", ".join(f"{k} {v:.3f}" for k, v in result.weights.items())
+          + f"; temperature {result.temperature:.4f}")
+    print(f"InfoNCE loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f} (train)"
+          + (f", {result.holdout_curve[0]:.4f} -> {result.holdout_curve[-1]:.4f} (held out)"
+             if result.holdout_curve else "") + f"; wrote {out} and {plot}")
+
+    variants = {"uniform_map": torch.zeros(len(keys)), "uniform_source": _source_logits(engine, None),
+                "hand_set": _source_logits(engine, cfg.source_weights), "learned": result.logits}
+    summary = {
+        "dataset": args.dataset, "root": str(args.root), "split": args.split, "pairs": len(dataset),
+        "train_pairs": len(train_pairs), "holdout_pairs": len(held_pairs),
+        "train_keypoints": sum(p.num_keypoints for p in train_pairs), "split_protocol": split.info,
+        "keys": keys, "weights": result.weights, "temperature": result.temperature,
+        "epochs": args.epochs, "seed": args.seed, "lr": args.lr, "batch_pairs": args.batch_pairs,
+        "target": args.target, "init": args.init, "loss_curve": result.loss_curve,
+        "holdout_loss_curve": result.holdout_curve, "out": str(out), "plot": str(plot),
+        "seconds": {"prepare": prep_s, "train": result.seconds},
+        "grid_argmax_hit_rate": {name: {"train": argmax_pck(train_pairs, torch.softmax(lg, 0)),
+                                        "holdout": argmax_pck(held_pairs, torch.softmax(lg, 0)) if held_pairs
+                                        else None}
+                                 for name, lg in variants.items()},
+        "config": cfg.to_dict(),
+    }
+    if args.evaluate:
+        summary["holdout_eval"] = _evaluate(engine, dataset, split.holdout, variants, progress)
+        print(f"held-out PCK ({len(split.holdout)} pairs, full engine):")
+        print(f"  {'fusion':16s} {'@0.05':>7s} {'@0.1':>7s} {'@0.15':>7s}")
+        for name, r in summary["holdout_eval"].items():
+            print(f"  {name:16s} " + " ".join(f"{(r['pck'].get(a) or float('nan')):7.3f}"
+                                             for a in ("0.05", "0.1", "0.15")))
+    summary["seconds"]["total"] = time.perf_counter() - t_start
+    write_json(args.json, summary)
+    return 0
+
+
+def _evaluate(engine, dataset, indices, variants, progress) -> dict:
+    """PCK of the full engine (evaluation path of ``semcorr eval``) on the pairs ``indices`` per fusion."""
+    import torch
+
+    from semcorr_ros.eval.runner import evaluate
+    from semcorr_ros.train.fusion_split import PairSubset
+
+    subset = PairSubset(dataset, indices)
+    # The engine encodes the held-out images again (float32 maps, exactly as `semcorr eval` does; the training
+    # cache holds bf16 copies) and keeps them for the other fusion variants.
+    engine.cache_size = max(engine.cache_size, 2 * len(indices) + 8)
+
+    def predict(sample):
+        pred = np.full(sample.src_kps.shape, np.nan)
+        ok = np.isfinite(sample.src_kps).all(1)
+        res = engine.match_pair(sample.src_image, sample.src_kps[ok], sample.tgt_image,
+                                src_key=(sample.category, sample.src_name), tgt_key=(sample.category, sample.tgt_name))
+        pred[ok] = res.xy
+        return pred
+
+    out = {}
+    saved = engine.fusion.logits.detach().clone()
+    try:
+        for name, logits in variants.items():
+            with torch.no_grad():
+                engine.fusion.logits.copy_(logits.to(engine.fusion.logits.device))
+            report = evaluate(subset, predict, progress=progress)
+            d = report.to_json_dict()
+            out[name] = {"pck": d["pck"], "per_category": d.get("per_category"), "pairs": d["pairs"],
+                         "weights": {k: float(v) for k, v in zip(engine.fusion.keys, torch.softmax(logits, 0))}}
+    finally:
+        with torch.no_grad():
+            engine.fusion.logits.copy_(saved)
+    return out
