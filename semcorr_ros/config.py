@@ -24,6 +24,8 @@ DEFAULT_SCORE_CALIBRATION: tuple[float, ...] = (-1.1842, 4.7543, -0.0099, -0.144
 
 DEVICES = ("auto", "cpu", "cuda")
 KBC_MODES = ("off", "on", "auto")
+MATCHERS = ("nn", "kbcnet")
+CONSENSUS_MODES = ("auto", "2d", "3d")
 
 
 @dataclass
@@ -80,6 +82,26 @@ class EngineConfig:
         consensus_sigma: width (standard deviation, fraction of the image side) of that bump.
         consensus_threshold: RANSAC inlier distance of the affine fit, fraction of the image side.
         consensus_min_inliers: fewest RANSAC inliers (mutual matches) for the prior to be used.
+        consensus_mode: which consensus model to fit: ``2d`` (the image-plane affine), ``3d`` (a 3D similarity
+            from the same matches lifted with the reference's and the live frame's depth and intrinsics,
+            :mod:`semcorr_ros.engine.prior3d`; no prior on frames where it cannot be fitted) or ``auto`` (3D when
+            both sides have depth and intrinsics and the fit passes its checks, else 2D). ``2d`` by default: on
+            synthetic RGB-D scenes the 3D prior gained ~1 point PCK@0.1 with a same-instance reference and lost ~1
+            with another instance of the category (docs/accuracy.md); ``auto`` suits same-object references.
+        consensus_in_crop: also bias the KBC crop pass: the full-frame 3D prior mapped into the crop, else a 2D
+            affine fitted between the two crops, else the full-frame 2D prior mapped into the crop. Off by default:
+            on pf-willow-dev's 3% small-object setting with ``kbc: on`` it lowers PCK@0.1 from 0.230 to 0.223
+            (docs/accuracy.md).
+        pose_from_prior: when the keypoint RANSAC finds no valid pose, seed one from the 3D prior's rotation and
+            translation (the keypoint pairs it explains, refitted rigidly).
+        multiscale: scales of the model input size the images are encoded at (each source is run at
+            ``round(scale x input_size)``, snapped to its size multiple); the maps of all scales are fused together
+            (the similarity is the weighted mean over scales). ``(1.0,)``: single scale.
+        matcher: how keypoints are matched into the live map: ``nn`` (cosine nearest neighbour of the reference
+            descriptors, window soft-argmax) or ``kbcnet`` (the learned KBCNet head: cross-scale feature alignment +
+            centre-pivot 4D-convolution decoder on the dense correlation, :mod:`semcorr_ros.engine.kbcnet`).
+        kbcnet_weights: path of a ``semcorr-kbcnet-v1`` head (``semcorr train-kbcnet``); ``None`` uses the file
+            shipped with the package when there is one (needed with ``matcher: kbcnet``).
     """
 
     sources: tuple[str, ...] = DEFAULT_SOURCES
@@ -114,6 +136,12 @@ class EngineConfig:
     consensus_sigma: float = 0.1
     consensus_threshold: float = 0.1
     consensus_min_inliers: int = 8
+    consensus_mode: str = "2d"
+    consensus_in_crop: bool = False
+    pose_from_prior: bool = False
+    multiscale: tuple[float, ...] = (1.0,)
+    matcher: str = "nn"
+    kbcnet_weights: str | None = None
 
     def __post_init__(self) -> None:
         self.sources = tuple(self.sources)
@@ -121,6 +149,8 @@ class EngineConfig:
             raise ConfigError("sources must name at least one feature source")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be one of {DEVICES} (or 'cuda:N'), got {self.device!r}")
+        if self.matcher not in MATCHERS:
+            raise ConfigError(f"matcher must be one of {MATCHERS}, got {self.matcher!r}")
         if self.kbc not in KBC_MODES:
             raise ConfigError(f"kbc must be one of {KBC_MODES}, got {self.kbc!r}")
         for name, w in self.source_weights.items():
@@ -148,6 +178,16 @@ class EngineConfig:
         _check_range("consensus_sigma", self.consensus_sigma, 1e-3, 10.0)
         _check_range("consensus_threshold", self.consensus_threshold, 1e-3, 1.0)
         _check_range("consensus_min_inliers", self.consensus_min_inliers, 3, 100000)
+        if self.consensus_mode not in CONSENSUS_MODES:
+            raise ConfigError(f"consensus_mode must be one of {CONSENSUS_MODES}, got {self.consensus_mode!r}")
+        try:
+            self.multiscale = tuple(float(s) for s in self.multiscale)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"multiscale must be a list of numbers, got {self.multiscale!r}") from exc
+        if not self.multiscale or len(set(self.multiscale)) != len(self.multiscale):
+            raise ConfigError(f"multiscale needs at least one scale and no repeats, got {self.multiscale}")
+        for s in self.multiscale:
+            _check_range("multiscale entries", s, 0.25, 4.0)
 
     def replace(self, **changes: Any) -> "EngineConfig":
         """A copy with ``changes`` applied (validated); unknown names raise :class:`ConfigError`."""

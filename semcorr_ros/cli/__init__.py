@@ -13,11 +13,14 @@ from semcorr_ros.threads import configure_openmp
 #: subcommand name -> module under semcorr_ros.cli providing ``add_arguments(parser)`` and ``run(args)``.
 COMMANDS = {
     "match": ("match_cmd", "match the keypoints of a reference image into another image and draw them"),
-    "eval": ("eval_cmd", "PCK evaluation on a semantic-correspondence benchmark (PF-WILLOW, SPair-71k)"),
+    "eval": ("eval_cmd", "PCK evaluation on a semantic-correspondence benchmark (PF-WILLOW, SPair-71k, PF-PASCAL, "
+                         "AP-10K)"),
     "bench": ("bench_cmd", "per-frame latency and peak memory of the engine on a 640x480 RGB-D frame"),
     "synth": ("synth_cmd", "render a synthetic RGB-D scene bag with per-frame ground truth and a reference"),
     "bag-eval": ("bag_eval_cmd", "replay a rosbag2 through the correspondence node (or the engine offline) and "
                  "score it against the bag's ground truth"),
+    "train-kbcnet": ("train_kbcnet_cmd", "train the KBCNet matching head (CSFA + centre-pivot 4D decoder) on "
+                     "cached frozen features"),
     "train-fusion": ("train_fusion_cmd", "learn the fusion weights of the feature sources contrastively (InfoNCE)"),
 }
 

@@ -85,11 +85,13 @@ def run(args: argparse.Namespace) -> int:
         "model_load_s": load_s,
         "kbc_used": bool(res.kbc_used),
         "depth_weighted": bool(res.depth_weighted),
+        "prior_mode_used": res.prior_mode_used,
         "config": cfg.to_dict(),
     }
     print(f"device {out['device']}  sources {','.join(cfg.sources)}  frame {w}x{h}  frames {len(lat)}")
     print(f"latency p50 {out['latency_ms']['p50']:.1f} ms  p95 {out['latency_ms']['p95']:.1f} ms  "
           f"({out['fps_p50']:.1f} FPS)  peak RSS {peak_rss_mb:.0f} MB  model load {load_s:.1f} s")
+    print(f"consensus prior used: {res.prior_mode_used}")
     print("stages p50 (ms): " + "  ".join(f"{k} {v:.1f}" for k, v in out["stages_ms_p50"].items()))
     write_json(args.json, out)
     return 0

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from semcorr_ros.config import DEFAULT_SOURCES, KBC_MODES, EngineConfig
+from semcorr_ros.config import CONSENSUS_MODES, DEFAULT_SOURCES, KBC_MODES, MATCHERS, EngineConfig
 from semcorr_ros.errors import ConfigError
 
 _DEFAULTS = EngineConfig()
@@ -50,6 +50,21 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help="height of the prior's bump on the cosine similarities (default: %(default)s)")
     g.add_argument("--consensus-sigma", type=float, default=_DEFAULTS.consensus_sigma,
                    help="width of the prior's bump, fraction of the image side (default: %(default)s)")
+    g.add_argument("--consensus-mode", choices=CONSENSUS_MODES, default=_DEFAULTS.consensus_mode,
+                   help="consensus model: 2d affine, 3d similarity from depth, or auto (3d when both frames have "
+                        "depth and intrinsics) (default: %(default)s)")
+    g.add_argument("--consensus-in-crop", action=argparse.BooleanOptionalAction,
+                   default=_DEFAULTS.consensus_in_crop, help="apply the consensus prior in the KBC crop pass too "
+                                                             "(default: %(default)s)")
+    g.add_argument("--pose-from-prior", action=argparse.BooleanOptionalAction, default=_DEFAULTS.pose_from_prior,
+                   help="seed the pose from the 3D prior when the keypoint RANSAC fails (default: %(default)s)")
+    g.add_argument("--multiscale", default=",".join(f"{s:g}" for s in _DEFAULTS.multiscale), metavar="S,S,...",
+                   help="input-size scales to encode at, e.g. 0.75,1,1.25 (default: %(default)s)")
+    g.add_argument("--matcher", choices=MATCHERS, default=_DEFAULTS.matcher,
+                   help="nn: cosine nearest neighbour; kbcnet: the learned KBCNet head (needs --kbcnet-weights "
+                        "or a shipped head; see docs/kbcnet.md) (default: %(default)s)")
+    g.add_argument("--kbcnet-weights", default=None, metavar="PATH",
+                   help="KBCNet head from `semcorr train-kbcnet` (default: the shipped head, if any)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
@@ -73,7 +88,17 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
                         score_threshold=args.score_threshold, softargmax_radius=args.softargmax_radius,
                         softargmax_temperature=args.softargmax_temperature,
                         consensus_prior=args.consensus_prior, consensus_weight=args.consensus_weight,
-                        consensus_sigma=args.consensus_sigma)
+                        consensus_sigma=args.consensus_sigma, consensus_mode=args.consensus_mode,
+                        consensus_in_crop=args.consensus_in_crop, pose_from_prior=args.pose_from_prior,
+                        multiscale=_scales(args.multiscale), matcher=args.matcher,
+                        kbcnet_weights=args.kbcnet_weights)
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in str(text).split(",") if s.strip())
+    except ValueError as exc:
+        raise ConfigError(f"--multiscale expects comma-separated numbers, got {text!r}") from exc
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:

@@ -27,11 +27,12 @@ import torch
 from torch import nn
 
 from semcorr_ros.config import EngineConfig
-from semcorr_ros.engine import confidence, depth_aware, geometry, kbc
+from semcorr_ros.engine import confidence, depth_aware, geometry, kbc, multiscale, prior3d
 from semcorr_ros.engine.consensus import coarse_map, consensus_prior
 from semcorr_ros.engine.features import build_source, preferred_cpu_dtype
 from semcorr_ros.engine.features.base import FeatureSource
 from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
+from semcorr_ros.engine.kbcnet import KBCNetHead, kbcnet_match, load_kbcnet
 from semcorr_ros.engine.inputs import image_to_tensor, validate_image, validate_keypoints
 from semcorr_ros.engine.matching import match_keypoints, pixels_to_uv, sample_descriptors, uv_to_pixels
 from semcorr_ros.engine.pose import estimate_pose
@@ -76,6 +77,7 @@ class Reference:
     points3d: np.ndarray | None    # [K, 3] reference camera frame, metres (NaN where unknown)
     has_3d: np.ndarray | None      # [K] bool
     depth_extent: float            # depth range of the reference keypoints, metres (0 when unknown)
+    intrinsics: np.ndarray | None = None  # [3, 3] reference camera K (for the 3D consensus prior)
 
 
 class CorrespondenceEngine:
@@ -92,18 +94,24 @@ class CorrespondenceEngine:
         self.config = config or EngineConfig()
         cfg = self.config
         self.device = resolve_device(cfg.device)
+        built = sources is None
         if sources is None:
             dtype = preferred_cpu_dtype() if self.device.type == "cpu" and cfg.cpu_bf16 else None
             sources = [build_source(n, weights=cfg.weights.get(n), layers=cfg.layers.get(n),
                                     input_size=cfg.input_sizes.get(n), dtype=dtype) for n in cfg.sources]
+        if tuple(cfg.multiscale) != (1.0,):
+            sources = multiscale.expand_sources(
+                sources, cfg.multiscale, built=built, weights=cfg.weights, layers=cfg.layers,
+                dtype=preferred_cpu_dtype() if self.device.type == "cpu" and cfg.cpu_bf16 else None)
         self.sources = nn.ModuleList(sources).eval().requires_grad_(False).to(self.device)
         keys = [f"{s.name}/{layer}" for s in self.sources for layer in s.layer_names]
         if fusion is None:
-            init = [cfg.source_weights.get(s.name, 1.0) / len(s.layer_names) for s in self.sources
-                    for _ in s.layer_names]
+            init = [cfg.source_weights.get(multiscale.base_name(s.name), 1.0) / len(s.layer_names)
+                    for s in self.sources for _ in s.layer_names]
             fusion = _configured_fusion(FeatureFusion(keys, grid=cfg.grid, weights=init, center=cfg.center_features),
                                         cfg.fusion_weights)
         self.fusion = fusion.to(self.device)
+        self.kbcnet = _configured_kbcnet(cfg, keys, self.device) if cfg.matcher == "kbcnet" else None
         self._amp_dtype = torch.float16 if self.device.type == "cuda" and cfg.fp16 else None
         self.reference: Reference | None = None
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
@@ -204,7 +212,7 @@ class CorrespondenceEngine:
         names = [f"kp{i}" for i in range(len(kps))] if names is None else [str(n) for n in names]
         if len(names) != len(kps):
             raise InputError(f"{len(names)} names given for {len(kps)} reference keypoints")
-        points3d = has_3d = None
+        points3d = has_3d = K_ref = None
         extent = 0.0
         depth_m = None
         if depth is not None:
@@ -213,15 +221,15 @@ class CorrespondenceEngine:
             if ok.any():
                 extent = float(np.nanmax(z[ok]) - np.nanmin(z[ok]))
             if intrinsics is not None:
-                points3d, has_3d = geometry.lift(depth_m, kps, geometry.validate_intrinsics(intrinsics),
-                                                 self.config.depth_radius)
+                K_ref = geometry.validate_intrinsics(intrinsics)
+                points3d, has_3d = geometry.lift(depth_m, kps, K_ref, self.config.depth_radius)
         full = self._view(image, kps, cache_key)
         if depth_m is not None and self.config.depth_aware:
             full.fmap = self._depth_weighted(full.fmap, depth_m, kps, None, extent)
         crop_box = None if self.config.kbc == "off" else kbc.keypoint_box(kps, (w, h), self.config.kbc_margin)
         ref = Reference(reference_id=reference_id, names=names, keypoints=kps, image=image, depth=depth_m,
                         full=full, crop_box=crop_box, crop=None, points3d=points3d, has_3d=has_3d,
-                        depth_extent=extent)
+                        depth_extent=extent, intrinsics=K_ref)
         if self.config.kbc == "on":
             self._reference_crop(ref)
         self.reference = ref
@@ -259,15 +267,68 @@ class CorrespondenceEngine:
                     prior: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Match into ``fmap``: pixels ``[K, 2]``, confidence ``[K]`` and its features ``[K, 5]``."""
         cfg = self.config
-        m = match_keypoints(ref.desc, ref.uv, ref.fmap, fmap, radius=cfg.softargmax_radius,
-                            temperature=cfg.softargmax_temperature, cycle_sigma=cfg.cycle_sigma,
-                            tgt_weights=weights, prior=prior, prior_weight=cfg.consensus_weight,
-                            prior_sigma=cfg.consensus_sigma)
+        if self.kbcnet is not None:  # matcher: kbcnet (dense learned correlation, same outputs)
+            m = kbcnet_match(self.kbcnet, ref.fmap, fmap, ref.uv, radius=cfg.softargmax_radius,
+                             cycle_sigma=cfg.cycle_sigma, tgt_weights=weights, prior=prior,
+                             prior_weight=cfg.consensus_weight, prior_sigma=cfg.consensus_sigma)
+        else:
+            m = match_keypoints(ref.desc, ref.uv, ref.fmap, fmap, radius=cfg.softargmax_radius,
+                                temperature=cfg.softargmax_temperature, cycle_sigma=cfg.cycle_sigma,
+                                tgt_weights=weights, prior=prior, prior_weight=cfg.consensus_weight,
+                                prior_sigma=cfg.consensus_sigma)
         feats = confidence.score_features(m.peak, m.cycle_error, m.uv, prior, cfg.cycle_sigma, cfg.consensus_sigma)
         score = m.score if cfg.score_calibration is None else confidence.calibrated_score(feats,
                                                                                           cfg.score_calibration)
         xy = uv_to_pixels(m.uv, *size).double().cpu().numpy()
         return xy, score.double().cpu().numpy(), feats.double().cpu().numpy()
+
+    def _consensus(self, ref: Reference, view: _View, fmap: torch.Tensor, depth_m: np.ndarray | None,
+                   K: np.ndarray | None) -> tuple[torch.Tensor | None, str, prior3d.Prior3D | None]:
+        """The consensus prior of one pass: ``(prior uv [K, 2] or None, mode used, the 3D fit or None)``.
+
+        ``consensus_mode`` 3d/auto: a 3D similarity from the coarse mutual matches lifted with both depths
+        (:mod:`semcorr_ros.engine.prior3d`); auto falls back to the 2D affine when either side lacks depth or
+        intrinsics or the 3D fit fails its checks.
+        """
+        cfg = self.config
+        if view.coarse is None:
+            view.coarse = coarse_map(view.fmap)
+        live = coarse_map(fmap)
+        p3d = None
+        if cfg.consensus_mode != "2d" and ref.depth is not None and ref.intrinsics is not None \
+                and depth_m is not None and K is not None:
+            p3d = prior3d.consensus_prior_3d(view.coarse, live, view.uv, ref.depth, ref.intrinsics, ref.points3d,
+                                             depth_m, K, threshold=cfg.consensus_threshold,
+                                             min_inliers=cfg.consensus_min_inliers)
+            if p3d.active:
+                return p3d.uv, "3d", p3d
+        if cfg.consensus_mode == "3d":
+            return None, "none", p3d
+        cp = consensus_prior(view.coarse, live, view.uv, threshold=cfg.consensus_threshold,
+                             min_inliers=cfg.consensus_min_inliers)
+        return (cp.uv, "2d", p3d) if cp.active else (None, "none", p3d)
+
+    def _crop_prior(self, ref: Reference, crop_view: _View, cfmap: torch.Tensor, prior: torch.Tensor | None,
+                    prior_mode: str, size: tuple[int, int], box: kbc.Box,
+                    csize: tuple[int, int]) -> torch.Tensor | None:
+        """Consensus prior in the live crop's normalised coordinates: the full-frame 3D prior mapped into the crop;
+        else a 2D affine fitted between the reference and live crops; else the full-frame 2D prior mapped in."""
+        cfg = self.config
+
+        def mapped() -> torch.Tensor:
+            xy = uv_to_pixels(prior, *size).double().cpu().numpy()
+            return pixels_to_uv(torch.as_tensor(kbc.to_crop(xy, box), dtype=torch.float32, device=self.device),
+                                *csize)
+
+        if prior is not None and prior_mode == "3d":
+            return mapped()
+        if crop_view.coarse is None:
+            crop_view.coarse = coarse_map(crop_view.fmap)
+        cp = consensus_prior(crop_view.coarse, coarse_map(cfmap), crop_view.uv, threshold=cfg.consensus_threshold,
+                             min_inliers=cfg.consensus_min_inliers)
+        if cp.active:
+            return cp.uv
+        return mapped() if prior is not None else None
 
     def match(self, image: np.ndarray, depth: np.ndarray | None = None,
               intrinsics: np.ndarray | None = None, cache_key: Hashable | None = None,
@@ -298,14 +359,11 @@ class CorrespondenceEngine:
         fmap = self.encode(image, ref.full.means, cache_key)
         timings["features"] = time.perf_counter() - t0
 
-        prior = None
+        prior = p3d = None
+        prior_mode = "none"
         if cfg.consensus_prior and cfg.consensus_weight > 0:
             t = time.perf_counter()
-            if ref.full.coarse is None:
-                ref.full.coarse = coarse_map(ref.full.fmap)
-            cp = consensus_prior(ref.full.coarse, coarse_map(fmap), ref.full.uv,
-                                 threshold=cfg.consensus_threshold, min_inliers=cfg.consensus_min_inliers)
-            prior = cp.uv if cp.active else None
+            prior, prior_mode, p3d = self._consensus(ref, ref.full, fmap, depth_m, K)
             timings["consensus"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -341,7 +399,13 @@ class CorrespondenceEngine:
                     cdepth = kbc.crop(depth_m, box)
                     weights = depth_aware.depth_weights(torch.from_numpy(cdepth).to(self.device), model,
                                                         cfmap.shape[-1], cfg.depth_floor)
-                cxy, score, feats = self._match_view(ref_crop, cfmap, (cimg.shape[1], cimg.shape[0]), weights)
+                csize = (cimg.shape[1], cimg.shape[0])
+                cprior = None
+                if cfg.consensus_in_crop and cfg.consensus_prior and cfg.consensus_weight > 0:
+                    tc = time.perf_counter()
+                    cprior = self._crop_prior(ref, ref_crop, cfmap, prior, prior_mode, (w, h), box, csize)
+                    timings["consensus_crop"] = time.perf_counter() - tc
+                cxy, score, feats = self._match_view(ref_crop, cfmap, csize, weights, cprior)
                 xy = kbc.from_crop(cxy, box)
                 kbc_used = True
             timings["kbc"] = time.perf_counter() - t
@@ -363,11 +427,16 @@ class CorrespondenceEngine:
                 pose = estimate_pose(ref.points3d, points, mask=has_3d & ref.has_3d,
                                      threshold=cfg.pose_threshold, iterations=cfg.pose_iterations,
                                      min_inliers=cfg.pose_min_inliers)
+                if cfg.pose_from_prior and not pose.valid and p3d is not None and p3d.active:
+                    seeded = prior3d.pose_from_prior(p3d, ref.points3d, points, has_3d & ref.has_3d,
+                                                     cfg.pose_threshold, cfg.pose_min_inliers)
+                    pose = seeded or pose
                 timings["pose"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         return MatchResult(names=list(ref.names), ref_xy=ref.keypoints.copy(), xy=xy, score=score, valid=valid,
                            points3d=points, has_3d=has_3d, pose=pose, kbc_used=kbc_used,
                            depth_weighted=model is not None, prior_used=prior is not None,
+                           prior_mode_used=prior_mode, prior_transform=_prior_transform(p3d),
                            score_features=feats, timings=timings)
 
     def match_pair(self, src_image: np.ndarray, src_keypoints: np.ndarray, tgt_image: np.ndarray,
@@ -389,6 +458,29 @@ class CorrespondenceEngine:
             return self.match(tgt_image, cache_key=tgt_key, object_box=tgt_box)
         finally:
             self.reference = active
+
+
+def _prior_transform(p3d: prior3d.Prior3D | None):
+    """The 3D prior's similarity as a :class:`PoseResult` (``valid`` = the fit passed its checks), or None."""
+    if p3d is None:
+        return None
+    from semcorr_ros.engine.types import PoseResult
+
+    return PoseResult(R=p3d.R, t=p3d.t, valid=p3d.active, inliers=np.zeros(0, bool), n_inliers=p3d.n_inliers,
+                      rmse=p3d.rmse, scale=p3d.scale)
+
+
+def _configured_kbcnet(cfg: EngineConfig, keys: list[str], device: torch.device) -> KBCNetHead:
+    """The KBCNet head of ``matcher: kbcnet``: from ``kbcnet_weights``, else the file shipped with the package."""
+    path = cfg.kbcnet_weights
+    if path is None:
+        shipped = resources.files("semcorr_ros") / "models" / "kbcnet_default.safetensors"
+        if not shipped.is_file():
+            raise ConfigError("matcher 'kbcnet' needs a trained head and none ships with this package: train one "
+                              "with `semcorr train-kbcnet --dataset pf-willow --root DIR --out head.safetensors` and "
+                              "pass it with --kbcnet-weights (ROS parameter kbcnet_weights), or use matcher 'nn'")
+        path = str(shipped)
+    return load_kbcnet(path, keys=keys).to(device).eval().requires_grad_(False)
 
 
 def _configured_fusion(fusion: FeatureFusion, path: str | None) -> FeatureFusion:

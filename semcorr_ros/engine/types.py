@@ -51,7 +51,11 @@ class MatchResult:
         pose: the reference-to-live rigid transform, when the reference has 3D and depth was given.
         kbc_used: whether the KBC crop path produced these matches.
         depth_weighted: whether depth-aware weighting was applied.
-        prior_used: whether the 2D consensus prior (a valid global affine fit) biased the full-frame matching.
+        prior_used: whether a consensus prior (a valid global 2D affine or 3D similarity fit) biased the
+            full-frame matching.
+        prior_mode_used: which consensus prior biased the full-frame matching: ``"none"``, ``"2d"`` or ``"3d"``.
+        prior_transform: the 3D consensus fit ``p_live = scale * R @ p_ref + t`` when one was attempted (``valid``
+            when it passed its checks; ``inliers`` empty: they are coarse cells, not keypoints), else None.
         score_features: ``[K, 5]`` the confidence's ingredients (:mod:`semcorr_ros.engine.confidence`), for
             calibration and diagnostics.
         timings: seconds per stage (``features``, ``match``, ``kbc``, ``lift``, ``pose``, ``total``).
@@ -68,6 +72,8 @@ class MatchResult:
     kbc_used: bool = False
     depth_weighted: bool = False
     prior_used: bool = False
+    prior_mode_used: str = "none"
+    prior_transform: PoseResult | None = None
     score_features: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 

@@ -8,7 +8,8 @@ options (topics' synchronisation, reference files, outputs). Nothing here talks 
 Parameter groups:
 
 - model (read-only at run time: the model is built once): ``backbone``, ``weights``, ``input_sizes``,
-  ``source_weights``, ``fusion_weights``, ``center_features``, ``device``, ``fp16``, ``cpu_bf16``, ``torch_threads``;
+  ``source_weights``, ``fusion_weights``, ``matcher``, ``kbcnet_weights``, ``center_features``, ``device``, ``fp16``,
+  ``cpu_bf16``, ``torch_threads``;
 - engine (changeable at run time; some re-encode the reference): the remaining :class:`EngineConfig` fields;
 - synchronisation: ``sync_slop``, ``sync_buffer_size``;
 - reference: ``reference_file``, ``reference_image``, ``reference_depth``, ``reference_intrinsics``;
@@ -25,7 +26,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from semcorr_ros.config import DEVICES, KBC_MODES, EngineConfig
+from semcorr_ros.config import CONSENSUS_MODES, DEVICES, KBC_MODES, MATCHERS, EngineConfig
 from semcorr_ros.errors import BadReferenceError, ConfigError
 from semcorr_ros.reference import ReferenceSpec, load_reference, parse_intrinsics, read_depth
 
@@ -113,6 +114,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("fusion_weights", _STRING, "",
               "Fusion weights file ('' = the file shipped with the package when it fits the backbone, else "
               "source_weights; 'none' = source_weights).", field="fusion_weights", read_only=True),
+    _engine("matcher", _STRING, "Keypoint matcher: nn (cosine nearest neighbour) or kbcnet (the learned KBCNet "
+            "head: cross-scale feature alignment + centre-pivot 4D decoder; needs kbcnet_weights or a shipped "
+            "head).", choices=MATCHERS, read_only=True),
+    ParamSpec("kbcnet_weights", _STRING, "",
+              "KBCNet head file from `semcorr train-kbcnet` ('' = the head shipped with the package, if any); used "
+              "with matcher kbcnet.", field="kbcnet_weights", read_only=True),
     _engine("center_features", _BOOL, "Subtract each feature map's spatial mean before normalising.",
             read_only=True),
     _engine("device", _STRING, "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
@@ -141,6 +148,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
             (1e-4, 100.0)),
     _engine("depth_radius", _INT, "Half-size in pixels of the window for robust depth sampling at a keypoint. "
             "Re-encodes the reference.", (0, 50)),
+    _engine("multiscale", _DOUBLES, "Input-size scales every backbone is run at (e.g. [0.75, 1.0, 1.25]); the "
+            "maps of all scales are fused together. [1.0]: single scale.", read_only=True),
     _engine("grid", _INT, "Side, in cells, of the lattice the fused feature map is resampled to.", (4, 256),
             read_only=True),
     _engine("softargmax_radius", _INT, "Half-size, in feature cells, of the soft-argmax window.", (0, 10)),
@@ -162,6 +171,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
             "image side.", (1e-3, 1.0)),
     _engine("consensus_min_inliers", _INT, "Fewest RANSAC inliers for the consensus prior to be used.",
             (3, 100000)),
+    _engine("consensus_mode", _STRING, "Consensus model: 2d (image-plane affine), 3d (3D similarity from the "
+            "dense matches lifted with the reference's and the frame's depth; no prior where it cannot be fitted) "
+            "or auto (3d when both have depth and intrinsics, else 2d).", choices=CONSENSUS_MODES),
+    _engine("consensus_in_crop", _BOOL, "Apply the consensus prior in the KBC crop pass too."),
+    _engine("pose_from_prior", _BOOL, "When the keypoint RANSAC finds no valid pose, seed one from the 3D "
+            "consensus prior's rotation and translation."),
     # -- synchronisation
     ParamSpec("sync_slop", _DOUBLE, 0.02, "Largest |t_depth - t_colour| for a colour and a depth frame to pair, "
               "seconds.", range=(0.0, 1.0)),
@@ -230,8 +245,10 @@ def engine_config(values: Mapping[str, Any], base: EngineConfig | None = None) -
             value = tuple(str(v).strip() for v in _as_list(value) if str(v).strip())
         elif name == "weights":
             value = _parse_weights(_as_list(value))
-        elif name == "fusion_weights":
+        elif name in ("fusion_weights", "kbcnet_weights"):
             value = value or None
+        elif name == "multiscale":
+            value = tuple(float(v) for v in _as_list(value))
         elif name in ("input_sizes", "source_weights"):
             continue  # per backbone entry: below
         elif name == "score_calibration":
