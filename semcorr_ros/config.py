@@ -34,8 +34,8 @@ class EngineConfig:
 
     Attributes:
         sources: feature sources to fuse (names from ``semcorr_ros.engine.features.SOURCE_NAMES``).
-        weights: per-source weight file path (official DINOv2 ``.pth``/safetensors); default: the weights
-            that ship with the installed packages, where a source has them.
+        weights: per-source weight file path (official DINOv2 ``.pth``/safetensors; ``sd``: a local diffusers
+            model folder); default: the weights that ship with the installed packages, where a source has them.
         layers: per-source layer indices overriding the source's defaults.
         input_sizes: per-source square model input side in pixels overriding the source's default.
         source_weights: relative weight of each source in the fusion when no fusion weights file is used;

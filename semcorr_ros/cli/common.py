@@ -19,11 +19,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--backbone", default="default",
                    help="comma-separated feature sources to fuse, or 'default' (= %s); sources: "
-                        "effnet-lite2, dinov2-s-imgfocus, dinov2_vit{s,b,l,g}14[_reg] (needs --weights)"
+                        "effnet-lite2, dinov2-s-imgfocus, dinov2_vit{s,b,l,g}14[_reg] (needs --weights), sd (optional, "
+                        "CUDA only, needs diffusers and --weights sd=MODEL_DIR; docs/sources.md)"
                         % ",".join(DEFAULT_SOURCES))
     g.add_argument("--weights", action="append", default=[], metavar="SOURCE=PATH",
                    help="weights file for a source, e.g. dinov2_vitb14=/models/dinov2_vitb14_pretrain.pth "
-                        "(repeatable)")
+                        "(repeatable; sd: a diffusers model folder)")
     g.add_argument("--fusion-weights", default=None, metavar="PATH",
                    help="trained fusion weights file ('none': no file; default: the shipped file if it "
                         "matches the sources, else the per-source weights of the configuration)")

@@ -8,8 +8,10 @@ Registry (see :func:`build_source`):
   2x upsampled (:mod:`.dinov2`).
 - ``dinov2_vit{s,b,l,g}14`` and ``dinov2_vit{s,b,l,g}14_reg``: DINOv2 from a user-given weights file (official
   ``.pth`` or Hugging Face layout); never downloaded.
+- ``sd``: Stable Diffusion UNet decoder blocks 1+2 at timestep 261 (:mod:`.sd`); optional (``diffusers``,
+  ``requirements-sd.txt``), CUDA only, from a user-given local diffusers model folder; never downloaded.
 
-Heavy libraries (transformers, onnx) are imported only when a source that needs them is built.
+Heavy libraries (transformers, onnx, diffusers) are imported only when a source that needs them is built.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from semcorr_ros.errors import ConfigError
 
 _DINOV2_OFFICIAL = tuple(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg"))
 #: Every name :func:`build_source` accepts.
-SOURCE_NAMES: tuple[str, ...] = ("effnet-lite2", "dinov2-s-imgfocus", *_DINOV2_OFFICIAL)
+SOURCE_NAMES: tuple[str, ...] = ("effnet-lite2", "dinov2-s-imgfocus", *_DINOV2_OFFICIAL, "sd")
 
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -51,8 +53,8 @@ def build_source(name: str, weights: str | os.PathLike | None = None, layers: Se
 
     Args:
         name: one of :data:`SOURCE_NAMES`.
-        weights: weights path; ``None`` uses the packaged weights (``effnet-lite2``, ``dinov2-s-imgfocus``) and
-            is an error for the ``dinov2_vit*`` sources.
+        weights: weights path (``sd``: a diffusers model folder); ``None`` uses the packaged weights
+            (``effnet-lite2``, ``dinov2-s-imgfocus``) and is an error for the ``dinov2_vit*`` and ``sd`` sources.
         layers: layer indices (source-specific, 0-based; see :mod:`.effnet` and :mod:`.dinov2`); ``None`` for
             the source's defaults.
         input_size: square model input side; ``None`` for the source's default.
@@ -60,7 +62,8 @@ def build_source(name: str, weights: str | os.PathLike | None = None, layers: Se
             source and the returned maps are always float32. See :func:`preferred_cpu_dtype`.
 
     Raises:
-        ConfigError: unknown name, bad layers or input size (the message lists the valid values).
+        ConfigError: unknown name, bad layers or input size (the message lists the valid values); ``sd``
+            without CUDA or without the optional ``diffusers``.
         WeightsError: weights missing, unreadable or not fitting the model.
     """
     if not isinstance(name, str) or name not in SOURCE_NAMES:
@@ -71,6 +74,10 @@ def build_source(name: str, weights: str | os.PathLike | None = None, layers: Se
         from semcorr_ros.engine.features.effnet import EfficientNetLite2Source
 
         source: FeatureSource = EfficientNetLite2Source(weights=weights, layers=layers, input_size=input_size)
+    elif name == "sd":
+        from semcorr_ros.engine.features.sd import StableDiffusionSource
+
+        source = StableDiffusionSource(weights=weights, layers=layers, input_size=input_size)
     else:
         from semcorr_ros.engine.features.dinov2 import Dinov2Source
 
