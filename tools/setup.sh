@@ -41,10 +41,13 @@ PY_VERSION="$("$PY" -S -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 [[ "$PY_VERSION" == "3.11" ]] || die ".venv has Python $PY_VERSION; the ROS 2 wheels need 3.11 (remove .venv and re-run)"
 
 # 2. requirements ---------------------------------------------------------------------------------
-REQ_HASH="$( (echo "python $PY_VERSION"; cat requirements.txt) | sha256sum | cut -d' ' -f1)"
+# requirements-sd.txt (diffusers, for the optional `sd` source) is installed too, so that the source's tests run
+# against a tiny random model here; the package itself works without it.
+REQ_HASH="$( (echo "python $PY_VERSION"; cat requirements.txt requirements-sd.txt) | sha256sum | cut -d' ' -f1)"
 if [[ "${SEMCORR_SETUP_FORCE_PIP:-0}" == "1" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$REQ_HASH" ]]; then
-    say "installing requirements.txt (first time: a few minutes)"
-    "$PY" -m pip install --disable-pip-version-check --no-input -q -r requirements.txt 2>&1 | quiet_pip_filter
+    say "installing requirements.txt + requirements-sd.txt (first time: a few minutes)"
+    "$PY" -m pip install --disable-pip-version-check --no-input -q -r requirements.txt -r requirements-sd.txt 2>&1 \
+        | quiet_pip_filter
     echo "$REQ_HASH" > "$STAMP"
 else
     say "requirements.txt unchanged: skipping pip"
