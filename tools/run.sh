@@ -21,8 +21,8 @@ mkdir -p "$OUT"
 cd "$OUT"
 
 DEMO_START=$SECONDS
-echo "== semcorr synth: a 30-frame mug scene (640x480 RGB + 16UC1 depth + camera info at 15 Hz, ground truth)"
-"$SEMCORR" synth "$OUT/demo_scene" --category mug --frames 30 --seed 0 --overwrite --no-progress
+echo "== semcorr synth: a 60-frame mug scene (640x480 RGB + 16UC1 depth + camera info at 15 Hz, ground truth)"
+"$SEMCORR" synth "$OUT/demo_scene" --category mug --frames 60 --seed 0 --overwrite --no-progress
 echo "== semcorr bag-eval: the bag replayed at its recorded rate over DDS into correspond_node"
 "$SEMCORR" bag-eval "$OUT/demo_scene/bag" --reference "$OUT/demo_scene/reference.yaml" --out "$OUT/bag_eval" \
     --no-progress
