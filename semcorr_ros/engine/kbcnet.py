@@ -47,8 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semcorr_ros.engine.consensus import prior_bias
-from semcorr_ros.engine.matching import SparseMatches, soft_argmax
+from semcorr_ros.engine.matching import SparseMatches, prior_soft_argmax, soft_argmax
 from semcorr_ros.errors import WeightsError
 
 FORMAT = "semcorr-kbcnet-v1"
@@ -329,14 +328,7 @@ def kbcnet_match(head: KBCNetHead, src_map: torch.Tensor, tgt_map: torch.Tensor,
         if tgt_weights is not None:
             sim = sim * tgt_weights[None].to(sim.dtype)
         temp = float(head.temperature)
-        if prior is not None and prior_weight > 0:
-            biased = sim + prior_bias(prior.to(sim.device), sim.shape[1], sim.shape[2], prior_weight,
-                                      prior_sigma).to(sim.dtype)
-            uv, _ = soft_argmax(biased, radius, temp)
-            k = sim.shape[0]
-            peak = sim.reshape(k, -1).gather(1, biased.reshape(k, -1).argmax(dim=1, keepdim=True))[:, 0]
-        else:
-            uv, peak = soft_argmax(sim, radius, temp)
+        uv, peak = prior_soft_argmax(sim, prior, prior_weight, prior_sigma, radius, temp)
         back = ((_sample(dt, uv[None])[0] @ ds[0].flatten(1)).reshape(-1, *ds.shape[-2:])
                 + readout(transpose_corr(delta), uv[None])[0])          # [K, Hs, Ws]
         back_uv, _ = soft_argmax(back, 0, temp)

@@ -97,6 +97,28 @@ def soft_argmax(sim: torch.Tensor, radius: int, temperature: float) -> tuple[tor
     return torch.stack([x, y], dim=1), peak
 
 
+def prior_soft_argmax(sim: torch.Tensor, prior: torch.Tensor | None, prior_weight: float, prior_sigma: float,
+                      radius: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`soft_argmax` of ``sim`` ``[K, H, W]`` with the consensus prior's Gaussian bump added first.
+
+    Args:
+        prior: ``[K, 2]`` bump centres (normalised uv) or ``None`` (no bias).
+        prior_weight, prior_sigma: height and width of the bump (:func:`~semcorr_ros.engine.consensus.prior_bias`).
+
+    Returns:
+        ``(uv [K, 2], peak [K])``: the location from the biased map, the *unbiased* similarity at its argmax (so
+        the peak stays a cosine similarity for the confidence).
+    """
+    if prior is None or prior_weight <= 0:
+        return soft_argmax(sim, radius, temperature)
+    biased = sim + prior_bias(prior.to(sim.device), sim.shape[1], sim.shape[2], prior_weight,
+                              prior_sigma).to(sim.dtype)
+    uv, _ = soft_argmax(biased, radius, temperature)
+    k = sim.shape[0]
+    peak = sim.reshape(k, -1).gather(1, biased.reshape(k, -1).argmax(dim=1, keepdim=True))[:, 0]
+    return uv, peak
+
+
 def match_keypoints(desc: torch.Tensor, src_uv: torch.Tensor, src_map: torch.Tensor, tgt_map: torch.Tensor,
                     *, radius: int = 2, temperature: float = 0.02, cycle_sigma: float = 0.05,
                     tgt_weights: torch.Tensor | None = None, prior: torch.Tensor | None = None,
@@ -129,14 +151,7 @@ def match_keypoints(desc: torch.Tensor, src_uv: torch.Tensor, src_map: torch.Ten
     sim = similarity(desc, tgt_map)
     if tgt_weights is not None:
         sim = sim * tgt_weights[None]
-    if prior is not None and prior_weight > 0:
-        biased = sim + prior_bias(prior.to(sim.device), sim.shape[1], sim.shape[2], prior_weight,
-                                  prior_sigma).to(sim.dtype)
-        uv, _ = soft_argmax(biased, radius, temperature)
-        k = sim.shape[0]
-        peak = sim.reshape(k, -1).gather(1, biased.reshape(k, -1).argmax(dim=1, keepdim=True))[:, 0]
-    else:
-        uv, peak = soft_argmax(sim, radius, temperature)
+    uv, peak = prior_soft_argmax(sim, prior, prior_weight, prior_sigma, radius, temperature)
     back_desc = sample_descriptors(tgt_map, uv)
     back_uv, _ = soft_argmax(similarity(back_desc, src_map), 0, temperature)
     err = (back_uv - src_uv).norm(dim=1)
