@@ -22,9 +22,9 @@ def test_fit_model_robust_to_outlier_and_weights():
     z = np.array([1.0, 1.02, 0.98, 1.01, 5.0, np.nan])
     m = fit_depth_model(z, sigma_min=0.01)
     assert abs(m.mean - 1.01) < 0.011 and m.sigma < 0.05
-    # Zero weight removes a keypoint; extent widens the spread.
+    # Zero weight removes a keypoint; extent widens the spread to the full extent (not half of it).
     m2 = fit_depth_model(z, weights=np.array([0, 0, 0, 0, 1.0, 1.0]), extent=0.4)
-    assert m2.mean == 5.0 and abs(m2.sigma - 0.2) < 1e-9
+    assert m2.mean == 5.0 and abs(m2.sigma - 0.4) < 1e-9
     assert fit_depth_model(np.array([np.nan, 0.0])) is None
 
 
@@ -36,3 +36,15 @@ def test_depth_weights_values():
     assert abs(w[0, 1].item() - expect) < 1e-6
     assert w[1, 0].item() == 1.0                                     # no depth: neutral
     assert 0.2 <= w.min().item() <= w.max().item() <= 1.0
+
+
+def test_extent_keeps_object_ends_plausible():
+    # Keypoints bunched at the near end of an object 0.3 m deep: the median sits at that end, yet a cell at the far
+    # end of the object (0.3 m behind it) must stay well above the floor, and a wall 1 m behind must not.
+    z = np.array([1.0, 1.0, 1.01, 1.02, 1.3])
+    m = fit_depth_model(z, extent=0.3, sigma_min=0.01)
+    assert abs(m.mean - 1.01) < 1e-9 and abs(m.sigma - 0.3) < 1e-9
+    d = torch.tensor([[1.0, 1.3], [2.3, float("nan")]])
+    w = depth_weights(d, m, grid=2, floor=0.25)
+    assert w[0, 1].item() > 0.25 + 0.75 * math.exp(-0.5) - 1e-6     # far end of the object: >= e^{-1/2} term
+    assert w[1, 0].item() < 0.26                                    # background 1 m behind: at the floor

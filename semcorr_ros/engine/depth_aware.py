@@ -9,10 +9,15 @@ The object's depth distribution is modelled as a Gaussian ``N(m, s^2)`` from dep
 keypoints (in the live frame: the first-pass matches, weighted by their scores ``q_k``):
 
     m   = weighted median of z_k,
-    s   = max(1.4826 * weighted MAD of z_k,  extent / 2,  sigma_min),
+    s   = max(1.4826 * weighted MAD of z_k,  extent,  sigma_min),
 
 where ``extent`` is the depth range of the reference keypoints when the reference has depth (the object's own
-depth extent), else 0. The relative depth weight of a cell is the Gaussian overlap of the two distributions,
+depth extent), else 0. The spread is the full extent, not half of it: ``m`` is a median of keypoint depths, so it
+lies somewhere inside the object's depth range, not necessarily at its centre, and an object point can be up to
+``extent`` away from it. With ``s = extent / 2`` the object's nearest/farthest keypoints (its rim, base, cap --
+mostly on the silhouette, in cells whose mean is already pulled towards the background) got weights down to
+``floor + (1 - floor) e^{-2}`` and lost the argmax to background cells near the median depth; with ``s = extent``
+a point ``extent`` away keeps ``e^{-1/2}`` of the Gaussian term. The relative depth weight of a cell is the Gaussian overlap of the two distributions,
 floored:
 
     w_c = floor + (1 - floor) * exp(-(mu_c - m)^2 / (2 (s^2 + var_c))),
@@ -70,7 +75,8 @@ def fit_depth_model(z: np.ndarray, weights: np.ndarray | None = None, extent: fl
     Args:
         z: ``[K]`` depths in metres (NaN where unknown).
         weights: ``[K]`` non-negative confidences (default all 1).
-        extent: object depth extent in metres (e.g. range of the reference keypoints' depths).
+        extent: object depth extent in metres (e.g. range of the reference keypoints' depths); the spread is at
+            least this (the median can sit at either end of the object's depth range).
         sigma_min: lower bound of the spread, metres.
 
     Returns:
@@ -84,7 +90,7 @@ def fit_depth_model(z: np.ndarray, weights: np.ndarray | None = None, extent: fl
     z, w = z[ok], w[ok]
     m = _weighted_median(z, w)
     mad = _weighted_median(np.abs(z - m), w)
-    sigma = max(1.4826 * mad, 0.5 * float(extent), float(sigma_min))
+    sigma = max(1.4826 * mad, float(extent), float(sigma_min))
     return DepthModel(mean=float(m), sigma=float(sigma))
 
 
