@@ -274,13 +274,23 @@ def test_interrupt_while_waiting_stops_the_child(sig: int, data: dict[str, Path]
     pid_file = tmp_path / "pid"
     exe = _fake_node(tmp_path, f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)")
     out = tmp_path / "out"
-    timer = threading.Timer(2.5, os.kill, (os.getpid(), sig))
+    stop = threading.Event()
+
+    def interrupt_once_waiting() -> None:
+        # the child exists (it wrote its pid) -> the command is starting DDS / waiting for readiness: interrupt then
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and not stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not stop.wait(1.5):
+            os.kill(os.getpid(), sig)
+
+    timer = threading.Thread(target=interrupt_once_waiting, daemon=True)
     timer.start()
     try:
         code, _, err = _run(["bag-eval", str(data["bag"]), "--reference", str(data["ref"]), "--out", str(out),
                              "--no-progress", "--node-executable", str(exe), "--ready-timeout", "60"], capsys)
     finally:
-        timer.cancel()
+        stop.set()
     assert code == 130, err
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 5

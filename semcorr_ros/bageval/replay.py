@@ -252,6 +252,7 @@ def run_node_mode(index: BagIndex, reference_file: Path, cfg: EngineConfig, *, r
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import CameraInfo, Image
     from tqdm import tqdm
 
@@ -297,7 +298,9 @@ def run_node_mode(index: BagIndex, reference_file: Path, cfg: EngineConfig, *, r
     ok = False
     try:
         with sigterm_as_interrupt():
-            rclpy.init(context=context, domain_id=domain_id)
+            # No rclpy signal handlers in this process: Ctrl-C / SIGTERM must raise here (KeyboardInterrupt), so the
+            # child is stopped and nothing is half-written, instead of silently shutting the context down.
+            rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
             node = rclpy.create_node("semcorr_bag_eval", context=context)
             pubs = {"color": node.create_publisher(Image, index.color_topic, qos_profile_sensor_data),
                     "depth": node.create_publisher(Image, index.depth_topic, qos_profile_sensor_data),
