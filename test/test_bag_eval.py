@@ -284,6 +284,9 @@ def test_interrupt_while_waiting_stops_the_child(sig: int, data: dict[str, Path]
         if not stop.wait(1.5):
             os.kill(os.getpid(), sig)
 
+    # Ctrl-C as in an interactive shell: a job started in the background by a non-interactive shell (as CI runners
+    # may do) inherits SIGINT ignored, and Python then keeps it ignored.
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Thread(target=interrupt_once_waiting, daemon=True)
     timer.start()
     try:
@@ -291,6 +294,7 @@ def test_interrupt_while_waiting_stops_the_child(sig: int, data: dict[str, Path]
                              "--no-progress", "--node-executable", str(exe), "--ready-timeout", "60"], capsys)
     finally:
         stop.set()
+        signal.signal(signal.SIGINT, previous_sigint)
     assert code == 130, err
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 5
