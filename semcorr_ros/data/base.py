@@ -230,6 +230,34 @@ def select_categories(available: list[str], wanted: str | list[str] | tuple[str,
 # -- registry --------------------------------------------------------------------------------------------------
 
 #: dataset name -> (module, class) — imported on use so that importing one loader never imports the others.
+def load_mat_arrays(path: Path, required: str, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Numeric float64 arrays of a MATLAB annotation file: ``required`` (must be there) and the ``optional``
+    variables that are present.
+
+    Raises:
+        DatasetError: missing or corrupt file, no ``required`` variable (lists the ones there), a non-numeric one.
+    """
+    import scipy.io
+
+    if not path.is_file():
+        raise DatasetError(f"annotation file missing: {path}")
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except Exception as exc:  # scipy raises ValueError/TypeError/MatReadError/OSError for corrupt files
+        raise DatasetError(f"cannot read MATLAB file {path}: {type(exc).__name__}: {exc}") from exc
+    if required not in mat:
+        keys = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetError(f"{path} has no '{required}' (variables: {', '.join(keys) or 'none'})")
+    out = {}
+    for name in (required, *optional):
+        if name in mat:
+            try:
+                out[name] = np.asarray(mat[name], dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DatasetError(f"{path}: '{name}' is not numeric: {exc}") from exc
+    return out
+
+
 DATASETS: dict[str, tuple[str, str]] = {
     "pf-willow": ("semcorr_ros.data.pfwillow", "PFWillowDataset"),
     "spair": ("semcorr_ros.data.spair", "SPairDataset"),

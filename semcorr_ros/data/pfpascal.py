@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semcorr_ros.data.base import PairDataset, PairInfo, PairSample, load_rgb, select_categories, subsample_evenly
+from semcorr_ros.data.base import (PairDataset, PairInfo, PairSample, load_mat_arrays, load_rgb, select_categories,
+                                   subsample_evenly)
 from semcorr_ros.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -112,31 +113,15 @@ def read_annotation(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     Raises:
         DatasetError: missing/corrupt file, no ``kps`` or a malformed array (names the file).
     """
-    import scipy.io
-
-    if not path.is_file():
-        raise DatasetError(f"annotation file missing: {path}")
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises several types for corrupt files
-        raise DatasetError(f"cannot read MATLAB file {path}: {type(exc).__name__}: {exc}") from exc
-    if "kps" not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise DatasetError(f"{path} has no 'kps' (variables: {', '.join(keys) or 'none'})")
-    try:
-        kps = np.asarray(mat["kps"], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{path}: 'kps' is not numeric: {exc}") from exc
+    arrays = load_mat_arrays(path, "kps", ("bbox",))
+    kps = arrays["kps"]
     if kps.size == 0:
         kps = np.zeros((0, 2))
     if kps.ndim != 2 or kps.shape[1] != 2:
         raise DatasetError(f"{path}: 'kps' must be K x 2 (x, y), got shape {kps.shape}")
     bbox = None
-    if "bbox" in mat:
-        try:
-            bbox = np.asarray(mat["bbox"], dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError) as exc:
-            raise DatasetError(f"{path}: 'bbox' is not numeric: {exc}") from exc
+    if "bbox" in arrays:
+        bbox = arrays["bbox"].reshape(-1)
         if bbox.shape != (4,):
             raise DatasetError(f"{path}: 'bbox' must have 4 values (x0, y0, x1, y1), got {bbox.shape[0]}")
         bbox = bbox - 1.0

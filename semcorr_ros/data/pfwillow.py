@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semcorr_ros.data.base import (PairDataset, PairInfo, PairSample, keypoint_bbox, load_rgb, select_categories,
-                                   subsample_evenly)
+from semcorr_ros.data.base import (PairDataset, PairInfo, PairSample, keypoint_bbox, load_mat_arrays, load_rgb,
+                                   select_categories, subsample_evenly)
 from semcorr_ros.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -79,21 +79,7 @@ def read_pts_coord(path: Path) -> np.ndarray:
     Raises:
         DatasetError: missing/corrupt file, no ``pts_coord`` or not ``2 x K`` (names the file).
     """
-    import scipy.io
-
-    if not path.is_file():
-        raise DatasetError(f"annotation file missing: {path}")
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises ValueError/TypeError/MatReadError/OSError for corrupt files
-        raise DatasetError(f"cannot read MATLAB file {path}: {type(exc).__name__}: {exc}") from exc
-    if "pts_coord" not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise DatasetError(f"{path} has no 'pts_coord' (variables: {', '.join(keys) or 'none'})")
-    try:
-        pts = np.asarray(mat["pts_coord"], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{path}: 'pts_coord' is not numeric: {exc}") from exc
+    pts = load_mat_arrays(path, "pts_coord")["pts_coord"]
     if pts.ndim != 2 or pts.shape[0] != 2 or pts.shape[1] < 1:
         raise DatasetError(f"{path}: 'pts_coord' must be 2 x K (row 0 = x, row 1 = y), got shape {pts.shape}")
     return pts.T - 1.0  # MATLAB 1-based -> 0-based
