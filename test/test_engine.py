@@ -101,6 +101,38 @@ def test_kbc_on_small_object_crops_and_maps_back():
     assert not big.match(live).kbc_used
 
 
+def test_kbc_crop_refits_the_depth_model_at_the_crop_matches():
+    # A small object at 1 m in front of a wall at 3 m. The full-frame depth model is forced wrong (on the wall,
+    # as when a small object's first-pass matches land on the background); the crop pass must not inherit it:
+    # its model is fitted again at the crop's own matches, which sit on the object.
+    obj = texture(64, 64, seed=6)
+    ref = np.zeros((256, 256, 3), np.uint8)
+    ref[96:160, 96:160] = obj
+    live = np.zeros((256, 256, 3), np.uint8)
+    live[144:208, 32:96] = obj
+    depth = np.full((256, 256), 3.0, np.float32)
+    depth[144:208, 32:96] = 1.0
+    kps = np.array([[103.5, 103.5], [135.5, 103.5], [119.5, 135.5], [103.5, 135.5]]) + 0.5
+    eng = make_engine(kbc="on", kbc_margin=0.5, softargmax_radius=0, depth_floor=0.0)
+    eng.set_reference(ref, kps, depth=np.full((256, 256), 1.0, np.float32))
+    fitted = []
+    original = eng._depth_model
+
+    def spy(depth_m, xy, score, extent):
+        model = original(depth_m, xy, score, extent)
+        if depth_m.shape == depth.shape:   # the full-frame fit: pretend it followed the wall
+            model = type(model)(mean=3.0, sigma=0.05)
+        fitted.append((depth_m.shape, model))
+        return model
+
+    eng._depth_model = spy
+    res = eng.match(live, depth)
+    assert res.kbc_used and res.depth_weighted
+    assert len(fitted) == 2 and fitted[0][0] == depth.shape and fitted[1][0] != depth.shape
+    assert abs(fitted[1][1].mean - 1.0) < 1e-6
+    assert np.abs(res.xy - (kps + [-64, 48])).max() <= 2.0
+
+
 def test_bad_inputs_raise_typed_errors():
     eng = make_engine()
     img = texture(64, 64)

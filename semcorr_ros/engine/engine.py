@@ -9,7 +9,8 @@ Pipeline per live frame (the reference's features are computed once by :meth:`se
 3. depth-aware pass (when depth is given): fit the object's depth distribution at the first-pass matches,
    weight the live map's cells by depth plausibility, match again;
 4. KBC (when the object is small): crop reference and live frame around the keypoints / first-pass matches,
-   match inside the crops at full model resolution, map back;
+   match inside the crops at full model resolution (with depth: a plain pass, the depth model re-fitted at its
+   matches, a depth-aware pass), map back;
 5. lift valid matches to 3D with the depth image and intrinsics; rigid pose (RANSAC + Umeyama) against the
    reference's 3D keypoints when it has depth.
 """
@@ -394,18 +395,22 @@ class CorrespondenceEngine:
                 cimg = kbc.crop(image, box)
                 ref_crop = self._reference_crop(ref)
                 cfmap = self.encode(cimg, ref_crop.means)
-                weights = None
-                if model is not None:
-                    cdepth = kbc.crop(depth_m, box)
-                    weights = depth_aware.depth_weights(torch.from_numpy(cdepth).to(self.device), model,
-                                                        cfmap.shape[-1], cfg.depth_floor)
                 csize = (cimg.shape[1], cimg.shape[0])
                 cprior = None
                 if cfg.consensus_in_crop and cfg.consensus_prior and cfg.consensus_weight > 0:
                     tc = time.perf_counter()
                     cprior = self._crop_prior(ref, ref_crop, cfmap, prior, prior_mode, (w, h), box, csize)
                     timings["consensus_crop"] = time.perf_counter() - tc
-                cxy, score, feats = self._match_view(ref_crop, cfmap, csize, weights, cprior)
+                cxy, score, feats = self._match_view(ref_crop, cfmap, csize, None, cprior)
+                if model is not None:
+                    # Depth-aware pass inside the crop, with the object's depth model re-fitted at the crop's
+                    # own matches: for a small object the full-frame matches (and so the full-frame model) often
+                    # sit on the background around it, the crop's are mostly on the object.
+                    cdepth = kbc.crop(depth_m, box)
+                    model = self._depth_model(cdepth, cxy, score, ref.depth_extent) or model
+                    weights = depth_aware.depth_weights(torch.from_numpy(cdepth).to(self.device), model,
+                                                        cfmap.shape[-1], cfg.depth_floor)
+                    cxy, score, feats = self._match_view(ref_crop, cfmap, csize, weights, cprior)
                 xy = kbc.from_crop(cxy, box)
                 kbc_used = True
             timings["kbc"] = time.perf_counter() - t
