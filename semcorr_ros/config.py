@@ -62,6 +62,8 @@ class EngineConfig:
         depth_aware: weight the live feature map by how plausible each cell's depth is for the object.
         depth_floor: weight of cells at implausible depths (0 removes them, 1 disables the weighting).
         depth_sigma_min: smallest object depth spread, metres.
+        depth_spread: the object depth model's spread is at least ``depth_spread`` times the depth range of the
+            reference keypoints (learnable: ``semcorr train-fusion --dataset synth`` fits it with ``depth_floor``).
         depth_radius: half-size in pixels of the window for robust depth sampling at a keypoint.
         depth_scale: metres per unit of uint16 depth images (RealSense: 0.001).
         kbc: keypoint-bounding-box-centred cropping: ``off``, ``on`` (always) or ``auto`` (when the object
@@ -123,6 +125,7 @@ class EngineConfig:
     depth_aware: bool = True
     depth_floor: float = 0.25
     depth_sigma_min: float = 0.05
+    depth_spread: float = 1.0
     depth_radius: int = 2
     depth_scale: float = 0.001
     kbc: str = "auto"
@@ -167,6 +170,7 @@ class EngineConfig:
                                   f"no_prior), got {self.score_calibration}")
         _check_range("depth_floor", self.depth_floor, 0.0, 1.0)
         _check_range("depth_sigma_min", self.depth_sigma_min, 1e-4, 100.0)
+        _check_range("depth_spread", self.depth_spread, 0.0, 10.0)
         _check_range("depth_radius", self.depth_radius, 0, 50)
         _check_range("depth_scale", self.depth_scale, 1e-9, 1e3)
         _check_range("kbc_margin", self.kbc_margin, 0.0, 5.0)

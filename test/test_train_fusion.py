@@ -236,6 +236,18 @@ def test_cli_help_and_bad_root(tmp_path, capsys):
     assert rc == 1 and "no annotations" in capsys.readouterr().err
 
 
+def test_cli_learn_depth_needs_rgbd_data(tmp_path, capsys):
+    root = tmp_path / "willow" / "thing(G)"
+    root.mkdir(parents=True)
+    kps = np.array([[40, 50], [110, 45], [80, 95]], float)
+    for j in range(2):
+        Image.fromarray(texture(160, 200, seed=j)).save(root / f"im{j}.png")
+        scipy.io.savemat(root / f"im{j}.mat", {"pts_coord": (kps + 1).T})
+    rc = main(["train-fusion", "--dataset", "pf-willow", "--root", str(root.parent), "--learn-depth", "--epochs", "1",
+               "--out", str(tmp_path / "f.safetensors"), "--no-progress", "--device", "cpu"])
+    assert rc == 1 and "--learn-depth needs RGB-D" in capsys.readouterr().err
+
+
 def test_cli_trains_on_a_willow_fixture(tmp_path, capsys):
     """End to end with the embedded default model: 2 categories x 3 images, one category held out."""
     root = tmp_path / "willow"
@@ -282,4 +294,58 @@ def test_synth_pairs_train(toy_setup):
                                  grid=16, center=True, progress=False)
     assert len(tensors) == 2
     res = train_fusion(tensors, engine.fusion.keys, epochs=3, progress=False)
-    assert len(res.loss_curve) == 4
+    assert len(res.loss_curve) == 4 and res.depth_floor is None
+    # the scenes are RGB-D: depth for both views, so the depth-aware parameters can be learned too
+    assert s.tgt_depth.shape == (120, 160) and s.src_depth.shape == (120, 160)
+    assert all(t.depth is not None and t.depth.extent > 0 for t in tensors)
+    res = train_fusion(tensors, engine.fusion.keys, epochs=3, progress=False, learn_depth=True)
+    assert 0 < res.depth_floor < 1 and res.depth_spread > 0
+
+
+# -- the depth-aware module's parameters ---------------------------------------------------------------------------
+
+def test_depth_cell_weights_equal_the_engines_depth_weights():
+    from semcorr_ros.engine.depth_aware import DepthModel, depth_weights
+    from semcorr_ros.train.fusion_data import depth_tensors
+    from semcorr_ros.train.fusion_train import depth_cell_weights
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.8, 2.5, (64, 64)).astype(np.float32)
+    depth[:8] = np.nan                                           # a band with no valid depth
+    src_depth = np.full((64, 64), 1.0, np.float32)
+    src_depth[:, 32:] = 1.3
+    d = depth_tensors(depth, src_depth, np.array([[10.0, 10.0], [50.0, 50.0]]), grid=8)
+    assert abs(d.extent - 0.3) < 1e-5
+    sim = torch.rand(3, 64)
+    floor, spread = torch.tensor(0.3), torch.tensor(1.5)
+    got = depth_cell_weights(sim, d, floor, spread, sigma_min=0.05)
+    z = d.cell_mean[sim.argmax(1)]
+    m = float(z.double().median())
+    mad = float((z.double() - m).abs().median())
+    model = DepthModel(mean=m, sigma=max(1.4826 * mad, 1.5 * 0.3, 0.05))
+    expect = depth_weights(torch.from_numpy(depth), model, 8, 0.3).reshape(-1)
+    assert torch.allclose(got, expect, atol=1e-5)
+    assert (got[:8] == 1).all()                                  # cells without depth keep weight 1
+
+
+def test_learning_the_depth_floor_suppresses_a_distractor_at_the_wrong_depth():
+    # Every keypoint has a same-looking distractor cell (similarity just below the true one's) at 3 m, behind
+    # the object at 1 m. The first pass is right, so the depth model sits on the object; lowering the floor
+    # suppresses the distractors, and the loss must drive it down.
+    from semcorr_ros.train.fusion_data import DepthTensors, PairTensors
+
+    k, n = 4, 16
+    sims = torch.full((1, k, n), 0.1)
+    pos, dis = torch.tensor([1, 2, 5, 6]), torch.tensor([9, 10, 13, 14])
+    sims[0, torch.arange(k), pos] = 0.8
+    sims[0, torch.arange(k), dis] = 0.75
+    mean = torch.full((n,), 3.0)
+    mean[[0, 1, 2, 3, 4, 5, 6, 7]] = 1.0
+    d = DepthTensors(mean, torch.zeros(n), torch.ones(n, dtype=torch.bool), extent=0.1)
+    p = PairTensors("p", "c", sims.half(), torch.ones(1, k), pos[:, None].repeat(1, 4), torch.full((k, 4), 0.25),
+                    depth=d)
+    res = train_fusion([p], ["a/0"], epochs=60, lr=0.05, temperature=0.1, learn_temperature=False, progress=False,
+                       learn_depth=True, depth_floor=0.5)
+    assert res.depth_floor < 0.3 and res.loss_curve[-1] < res.loss_curve[0], res.depth_floor
+    with pytest.raises(ConfigError, match="depth"):
+        train_fusion([_hand_pair(True)], ["a/0", "b/0"], epochs=1, progress=False, learn_depth=True)

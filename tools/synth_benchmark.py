@@ -16,8 +16,8 @@ Extra variants: ``--variant NAME=SETTING:"FLAGS"`` (e.g. ``--variant 'prior-off=
 Writes ``summary.json`` and ``summary.md`` (a table: PCK@0.05/0.1 pooled over all scored keypoints; 3D error and
 pose errors as the median over scenes of each scene's median; pose validity and engine time p50 averaged over
 scenes) into ``--out``; the scenes
-and per-run outputs stay under it, so a re-run only evaluates (scenes are reused when present; the seed fixes
-every byte of a scene).
+and per-run outputs stay under it: a re-run reuses the scenes (the seed fixes every byte of a scene) and every
+run whose ``bag_eval.json`` exists, so after a change to the engine pass ``--force`` to evaluate again.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def make_scenes(out: Path, seeds: list[int], frames: int) -> dict[str, list[Path
     return scenes
 
 
-def evaluate(out: Path, scenes: dict[str, list[Path]], variants: dict[str, tuple[str, list[str]]]) -> dict:
+def evaluate(out: Path, scenes: dict[str, list[Path]], variants: dict[str, tuple[str, list[str]]],
+             force: bool = False) -> dict:
     rows = {}
     for name, (setting, flags) in variants.items():
         runs = []
@@ -85,7 +86,7 @@ def evaluate(out: Path, scenes: dict[str, list[Path]], variants: dict[str, tuple
             res = out / "runs" / name / tag
             cmd = [_semcorr(), "bag-eval", str(scene / "bag"), "--reference", str(scene / "reference.yaml"),
                    "--mode", "offline", "--out", str(res), "--no-progress", *flags]
-            if not (res / "bag_eval.json").is_file():
+            if force or not (res / "bag_eval.json").is_file():
                 print(f"[eval] {name}: {tag}", flush=True)
                 _run(cmd, out / "logs" / f"eval_{name}_{tag}.log")
             runs.append(json.loads((res / "bag_eval.json").read_text())["metrics"])
@@ -136,6 +137,8 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--only", nargs="+", default=None, metavar="VARIANT", help="evaluate only these variants")
     p.add_argument("--variant", action="append", default=[], metavar='NAME=SETTING:"FLAGS"')
+    p.add_argument("--force", action="store_true",
+                   help="evaluate every run again (default: reuse runs whose bag_eval.json exists)")
     args = p.parse_args()
     variants = dict(VARIANTS)
     for v in args.variant:
@@ -152,7 +155,7 @@ def main() -> int:
     out = args.out.resolve()
     t0 = time.perf_counter()
     scenes = make_scenes(out, args.seeds, args.frames)
-    rows = evaluate(out, scenes, variants)
+    rows = evaluate(out, scenes, variants, force=args.force)
     summary = {"command": shlex.join(sys.argv), "seeds": args.seeds, "frames": args.frames,
                "categories": list(CATEGORIES), "variants": rows, "wall_s": round(time.perf_counter() - t0, 1)}
     for name, text in (("summary.json", json.dumps(summary, indent=2) + "\n"), ("summary.md", table(rows))):

@@ -38,6 +38,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--kbc-max-fraction", type=float, default=_DEFAULTS.kbc_max_fraction,
                    help="'auto' crops when the object covers less than this fraction (default: %(default)s)")
     g.add_argument("--no-depth-aware", action="store_true", help="disable depth-aware feature weighting")
+    g.add_argument("--depth-floor", type=float, default=_DEFAULTS.depth_floor,
+                   help="depth-aware weight of cells at implausible depths (default: %(default)s)")
+    g.add_argument("--depth-spread", type=float, default=_DEFAULTS.depth_spread,
+                   help="object depth spread as a multiple of the reference keypoints' depth range "
+                        "(default: %(default)s)")
     g.add_argument("--score-threshold", type=float, default=_DEFAULTS.score_threshold,
                    help="matches below are invalid (default: %(default)s)")
     g.add_argument("--softargmax-radius", type=int, default=_DEFAULTS.softargmax_radius,
@@ -86,6 +91,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(sources=sources, weights=weights, fusion_weights=args.fusion_weights, device=args.device,
                         fp16=args.fp16, cpu_bf16=not args.no_cpu_bf16, kbc=args.kbc, kbc_margin=args.kbc_margin,
                         kbc_max_fraction=args.kbc_max_fraction, depth_aware=not args.no_depth_aware,
+                        depth_floor=args.depth_floor, depth_spread=args.depth_spread,
                         score_threshold=args.score_threshold, softargmax_radius=args.softargmax_radius,
                         softargmax_temperature=args.softargmax_temperature,
                         consensus_prior=args.consensus_prior, consensus_weight=args.consensus_weight,

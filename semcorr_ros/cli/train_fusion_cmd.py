@@ -8,6 +8,10 @@ with ``--fusion-weights PATH``, a loss-curve PNG next to it and, with ``--json``
 Honest evaluation: ``--holdout-images F`` / ``--holdout-categories A,B`` / ``--split-file S`` keep pairs out of
 training; ``--evaluate`` then runs the full engine (``semcorr eval``'s path) on the held-out pairs with uniform,
 hand-set (``source_weights``) and learned fusion and prints PCK for each. See docs/training.md.
+
+RGB-D data (``--dataset synth``) also trains the depth-aware module's ``depth_floor`` and ``depth_spread``
+(``--learn-depth``, on by default there); they are printed, written to the ``--json`` summary and used with the
+engine flags ``--depth-floor`` / ``--depth-spread`` (ROS parameters ``depth_floor`` / ``depth_spread``).
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", choices=("uniform", "default"), default="uniform",
                         help="initial weights: equal per map, or the configuration's source_weights "
                              "(default: %(default)s)")
+    parser.add_argument("--learn-depth", action=argparse.BooleanOptionalAction, default=None,
+                        help="also learn the depth-aware module's depth_floor and depth_spread on the pairs with "
+                             "depth, starting from --depth-floor/--depth-spread (default: when the data has depth, "
+                             "i.e. --dataset synth)")
     parser.add_argument("--out", type=Path, default=Path("fusion.safetensors"),
                         help="weights file to write; the loss curve goes to <stem>_loss.png (default: %(default)s)")
     g = parser.add_argument_group("held-out evaluation")
@@ -155,13 +163,26 @@ def run(args: argparse.Namespace) -> int:
     prep_s = time.perf_counter() - t
 
     init = _source_logits(engine, cfg.source_weights) if args.init == "default" else None
+    has_depth = any(p.depth is not None for p in train_pairs)
+    learn_depth = has_depth if args.learn_depth is None else args.learn_depth
+    if learn_depth and not has_depth:
+        raise ConfigError(f"--learn-depth needs RGB-D training data; {args.dataset} pairs have no depth "
+                          "(use --dataset synth)")
+    if learn_depth and not 0.0 < cfg.depth_floor < 1.0:
+        raise ConfigError(f"--learn-depth starts from --depth-floor, which must be in (0, 1), got {cfg.depth_floor}")
     result = train_fusion(train_pairs, keys, epochs=args.epochs, seed=args.seed, lr=args.lr,
                           batch_pairs=args.batch_pairs, temperature=args.temperature,
                           learn_temperature=not args.fixed_temperature, init_logits=init, target=args.target,
-                          holdout=held_pairs, progress=progress)
+                          holdout=held_pairs, progress=progress, learn_depth=learn_depth,
+                          depth_floor=cfg.depth_floor, depth_spread=max(cfg.depth_spread, 0.05),
+                          depth_sigma_min=cfg.depth_sigma_min)
     out, plot = write_outputs(result, args.out)
     print("learned weights: " + ", ".join(f"{k} {v:.3f}" for k, v in result.weights.items())
           + f"; temperature {result.temperature:.4f}")
+    if result.depth_floor is not None:
+        print(f"learned depth-aware parameters: depth_floor {result.depth_floor:.3f}, depth_spread "
+              f"{result.depth_spread:.3f} (engine flags --depth-floor/--depth-spread, ROS parameters "
+              "depth_floor/depth_spread)")
     print(f"InfoNCE loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f} (train)"
           + (f", {result.holdout_curve[0]:.4f} -> {result.holdout_curve[-1]:.4f} (held out)"
              if result.holdout_curve else "") + f"; wrote {out} and {plot}")
@@ -173,6 +194,10 @@ def run(args: argparse.Namespace) -> int:
         "train_pairs": len(train_pairs), "holdout_pairs": len(held_pairs),
         "train_keypoints": sum(p.num_keypoints for p in train_pairs), "split_protocol": split.info,
         "keys": keys, "weights": result.weights, "temperature": result.temperature,
+        "depth_aware": {"learned": result.depth_floor is not None, "depth_floor": result.depth_floor,
+                        "depth_spread": result.depth_spread, "init": [cfg.depth_floor, cfg.depth_spread],
+                        "depth_sigma_min": cfg.depth_sigma_min,
+                        "train_pairs_with_depth": sum(p.depth is not None for p in train_pairs)},
         "epochs": args.epochs, "seed": args.seed, "lr": args.lr, "batch_pairs": args.batch_pairs,
         "target": args.target, "init": args.init, "loss_curve": result.loss_curve,
         "holdout_loss_curve": result.holdout_curve, "out": str(out), "plot": str(plot),

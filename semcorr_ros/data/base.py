@@ -35,6 +35,8 @@ class PairSample:
         kp_ids: ``int [K]`` keypoint ids in the category's keypoint list, when known.
         kp_names: ``K`` keypoint names, when known.
         meta: extra per-pair annotation (e.g. SPair's ``viewpoint_variation``), JSON-serialisable.
+        src_depth, tgt_depth: ``float32 [H, W]`` depth in metres (NaN invalid) aligned to the images, for RGB-D
+            datasets (the synthetic scenes); ``None`` otherwise.
     """
 
     pair_id: str
@@ -50,6 +52,8 @@ class PairSample:
     kp_ids: np.ndarray | None = None
     kp_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    src_depth: np.ndarray | None = None
+    tgt_depth: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("src_image", "tgt_image"):

@@ -260,7 +260,7 @@ class CorrespondenceEngine:
                      extent: float) -> depth_aware.DepthModel | None:
         z, ok = geometry.sample_depth(depth_m, xy, self.config.depth_radius)
         wts = ok.astype(float) if score is None else np.where(ok, score, 0.0)
-        return depth_aware.fit_depth_model(z, wts, extent, self.config.depth_sigma_min)
+        return depth_aware.fit_depth_model(z, wts, extent * self.config.depth_spread, self.config.depth_sigma_min)
 
     # ------------------------------------------------------------------ matching
     def _match_view(self, ref: _View, fmap: torch.Tensor, size: tuple[int, int],

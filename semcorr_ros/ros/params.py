@@ -146,6 +146,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
             "weighting). Re-encodes the reference.", (0.0, 1.0)),
     _engine("depth_sigma_min", _DOUBLE, "Smallest object depth spread, metres. Re-encodes the reference.",
             (1e-4, 100.0)),
+    _engine("depth_spread", _DOUBLE, "Object depth spread as a multiple of the reference keypoints' depth range "
+            "(learned by train-fusion on RGB-D data). Re-encodes the reference.", (0.0, 10.0)),
     _engine("depth_radius", _INT, "Half-size in pixels of the window for robust depth sampling at a keypoint. "
             "Re-encodes the reference.", (0, 50)),
     _engine("multiscale", _DOUBLES, "Input-size scales every backbone is run at (e.g. [0.75, 1.0, 1.25]); the "

@@ -38,6 +38,45 @@ ImageKey = tuple[str, str]  # (category, image name), the evaluation cache key
 
 
 @dataclass
+class DepthTensors:
+    """Depth of one RGB-D pair as the depth-aware weights see it (:mod:`semcorr_ros.engine.depth_aware`).
+
+    Attributes:
+        cell_mean, cell_var: ``float32 [G*G]`` mean and variance of the target's valid depths per grid cell (m).
+        cell_valid: ``bool [G*G]`` cells with at least one valid depth.
+        extent: depth range of the source (reference) keypoints, metres (0 when unknown).
+    """
+
+    cell_mean: torch.Tensor
+    cell_var: torch.Tensor
+    cell_valid: torch.Tensor
+    extent: float
+
+
+def depth_tensors(tgt_depth: np.ndarray, src_depth: np.ndarray | None, src_xy: np.ndarray, grid: int,
+                  radius: int = 2) -> DepthTensors:
+    """Per-cell target depth statistics on the ``grid`` lattice and the source keypoints' depth range.
+
+    Args:
+        tgt_depth: ``[H, W]`` metres, NaN invalid.
+        src_depth: ``[H, W]`` metres of the source image, or ``None`` (extent 0).
+        src_xy: ``[K, 2]`` source keypoint pixels (valid rows).
+        grid: the fusion grid side.
+        radius: window half-size for the keypoint depth (the engine's ``depth_radius``).
+    """
+    from semcorr_ros.engine.depth_aware import cell_depth_stats
+    from semcorr_ros.engine.geometry import sample_depth
+
+    mean, var, valid = cell_depth_stats(torch.from_numpy(np.asarray(tgt_depth, np.float32)), grid)
+    extent = 0.0
+    if src_depth is not None and len(src_xy):
+        z, ok = sample_depth(np.asarray(src_depth, np.float32), np.asarray(src_xy, float), radius)
+        if ok.any():
+            extent = float(np.nanmax(z[ok]) - np.nanmin(z[ok]))
+    return DepthTensors(mean.reshape(-1).float(), var.reshape(-1).float(), valid.reshape(-1), extent)
+
+
+@dataclass
 class PairTensors:
     """Everything the fusion loss needs about one pair (``K`` valid keypoints, ``M`` maps, ``G x G`` grid).
 
@@ -48,6 +87,8 @@ class PairTensors:
         norms: ``float32 [M, K]`` squared norms ``n_m`` of the per-map source descriptors.
         target_idx: ``int64 [K, 4]`` the 4 grid cells around each target keypoint (flat indices).
         target_w: ``float32 [K, 4]`` their bilinear weights (sum to 1).
+        depth: for RGB-D pairs, the target's per-cell depth statistics and the reference's keypoint depth range
+            (what the depth-aware weights need, :class:`DepthTensors`); ``None`` without depth.
     """
 
     pair_id: str
@@ -56,6 +97,7 @@ class PairTensors:
     norms: torch.Tensor
     target_idx: torch.Tensor
     target_w: torch.Tensor
+    depth: DepthTensors | None = None
 
     @property
     def num_keypoints(self) -> int:
@@ -230,7 +272,11 @@ def build_pair_tensors(dataset: Sequence[PairSample], indices: Sequence[int], ca
         if len(su) == 0 or ks not in cache.maps or kt not in cache.maps:
             continue
         with torch.no_grad():
-            out.append(pair_tensors(cache.maps[ks], cache.maps[kt], su, tu, grid, center, s.pair_id, s.category))
+            p = pair_tensors(cache.maps[ks], cache.maps[kt], su, tu, grid, center, s.pair_id, s.category)
+            if s.tgt_depth is not None:
+                sh, sw = s.src_hw
+                p.depth = depth_tensors(s.tgt_depth, s.src_depth, su.double().numpy() * [sw, sh] - 0.5, grid)
+            out.append(p)
     return out
 
 

@@ -64,7 +64,7 @@ class SynthPairs(PairDataset):
             from semcorr_ros.synth import render_scene
 
             self._scenes[key] = render_scene(self._spec(category=cat, seed=s, frames=self._frames,
-                                                        width=self.size[0], height=self.size[1]))
+                                                        width=self.size[0], height=self.size[1], depth_noise=True))
         return self._scenes[key]
 
     def _load(self, index: int) -> PairSample:
@@ -87,8 +87,11 @@ class SynthPairs(PairDataset):
         src[~both] = np.nan
         tgt[~both] = np.nan
         box = np.asarray(frame.gt.object_box, float)
+        tgt_depth = frame.depth.astype(np.float32) * np.float32(0.001)
+        tgt_depth[frame.depth == 0] = np.nan
         return PairSample(pair_id=info.pair_id, category=cat, src_name=info.src_name, tgt_name=info.tgt_name,
                           src_image=ref.image, tgt_image=frame.rgb, src_kps=src, tgt_kps=tgt,
                           src_bbox=keypoint_bbox(src), tgt_bbox=box if np.isfinite(box).all() else None,
                           kp_ids=np.arange(len(names)), kp_names=names,
-                          meta={"reference_instance": ref.instance, "scene_instance": scene.instance})
+                          meta={"reference_instance": ref.instance, "scene_instance": scene.instance},
+                          src_depth=ref.to_reference_spec().depth, tgt_depth=tgt_depth)

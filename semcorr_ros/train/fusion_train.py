@@ -8,7 +8,15 @@ surrounding cells with bilinear weights (``target="bilinear"``, default) or the 
     loss_k = - sum_j p_kj log softmax_j(sim[k, j] / tau)
 
 The trainable parameters are the fusion logits ``a`` (``w = softmax(a)``, one per ``(source, layer)`` map) and,
-optionally, ``log tau``. The backbones are frozen and never run here: ``sim`` is assembled from the cached per-map
+optionally, ``log tau``. On RGB-D pairs (the synthetic scenes) the depth-aware module's two parameters are learned
+with them (``learn_depth``): every target cell's similarity is multiplied by its depth weight
+(:func:`semcorr_ros.engine.depth_aware.depth_weights`, as the engine's depth-aware pass does),
+
+    w_c = floor + (1 - floor) exp(-(mu_c - m)^2 / (2 (s^2 + var_c))),   s = max(1.4826 MAD, spread * extent, sigma_min),
+
+with the object depth model ``(m, MAD)`` fitted, as in the engine, at the first-pass matches (here: the cell
+means at the fused-similarity argmax of each keypoint, recomputed at every step without gradient), ``extent``
+the reference keypoints' depth range, and ``floor = sigmoid(.)``, ``spread = exp(.)`` trained through the loss. The backbones are frozen and never run here: ``sim`` is assembled from the cached per-map
 tensors of :mod:`semcorr_ros.train.fusion_data`, so an epoch over hundreds of pairs takes well under a second on
 the CPU. Training is deterministic for a given seed (pair order from a seeded generator, CPU float32 arithmetic).
 """
@@ -28,7 +36,7 @@ from tqdm import tqdm
 
 from semcorr_ros.engine.fusion import FeatureFusion, save_fusion
 from semcorr_ros.errors import ConfigError
-from semcorr_ros.train.fusion_data import PairTensors
+from semcorr_ros.train.fusion_data import DepthTensors, PairTensors
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +86,40 @@ def info_nce(sim: torch.Tensor, target_idx: torch.Tensor, target_w: torch.Tensor
     return -(picked * target_w).sum(1).mean()
 
 
+def depth_cell_weights(sim: torch.Tensor, depth: DepthTensors, floor: torch.Tensor, spread: torch.Tensor,
+                       sigma_min: float) -> torch.Tensor | None:
+    """Depth-aware weights ``[N]`` of the target cells for one pair (differentiable in ``floor`` and
+    ``spread``), or ``None`` when no first-pass match lands on a cell with valid depth.
+
+    Args:
+        sim: ``[K, N]`` fused similarities (the first pass: each keypoint's argmax cell gives its depth).
+        depth: the pair's :class:`DepthTensors`.
+        floor, spread: scalar tensors, the module's parameters.
+        sigma_min: lower bound of the spread, metres.
+    """
+    with torch.no_grad():
+        best = sim.argmax(dim=1)
+        ok = depth.cell_valid[best]
+        if not bool(ok.any()):
+            return None
+        z = depth.cell_mean[best][ok].double()
+        m = z.median()
+        mad = (z - m).abs().median()
+        base = max(1.4826 * float(mad), float(sigma_min))
+    s = torch.clamp(spread * depth.extent, min=base)
+    gauss = torch.exp(-((depth.cell_mean - float(m)) ** 2) / (2.0 * (s ** 2 + depth.cell_var)))
+    w = floor + (1.0 - floor) * gauss
+    return torch.where(depth.cell_valid, w, torch.ones_like(w))
+
+
 def batch_loss(pairs: Sequence[PairTensors], logits: torch.Tensor, log_tau: torch.Tensor,
-               target: str = "bilinear") -> torch.Tensor:
-    """Mean InfoNCE over every keypoint of ``pairs`` (each keypoint counts once)."""
+               target: str = "bilinear", depth_params: tuple[torch.Tensor, torch.Tensor] | None = None,
+               sigma_min: float = 0.05) -> torch.Tensor:
+    """Mean InfoNCE over every keypoint of ``pairs`` (each keypoint counts once).
+
+    ``depth_params = (floor_logit, log_spread)``: pairs with depth get the depth-aware cell weights
+    (:func:`depth_cell_weights`, ``floor = sigmoid(floor_logit)``, ``spread = exp(log_spread)``).
+    """
     w = torch.softmax(logits, dim=0)
     tau = log_tau.exp()
     total, count = logits.new_zeros(()), 0
@@ -89,6 +128,10 @@ def batch_loss(pairs: Sequence[PairTensors], logits: torch.Tensor, log_tau: torc
         if k == 0:
             continue
         sim = fused_similarity(p.sims, p.norms, w)
+        if depth_params is not None and p.depth is not None:
+            cw = depth_cell_weights(sim, p.depth, torch.sigmoid(depth_params[0]), depth_params[1].exp(), sigma_min)
+            if cw is not None:
+                sim = sim * cw[None]
         total = total + info_nce(sim, p.target_idx, p.target_w, tau, target) * k
         count += k
     return total / max(count, 1)
@@ -123,6 +166,8 @@ class TrainResult:
     loss_curve: list[float]
     holdout_curve: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    depth_floor: float | None = None   # learned depth-aware parameters (None: not learned)
+    depth_spread: float | None = None
 
     @property
     def weights(self) -> dict[str, float]:
@@ -139,7 +184,9 @@ class TrainResult:
 def train_fusion(pairs: Sequence[PairTensors], keys: Sequence[str], epochs: int = 40, seed: int = 0,
                  lr: float = 0.05, batch_pairs: int = 16, temperature: float = 0.05,
                  learn_temperature: bool = True, init_logits: torch.Tensor | None = None,
-                 target: str = "bilinear", holdout: Sequence[PairTensors] = (), progress: bool = True) -> TrainResult:
+                 target: str = "bilinear", holdout: Sequence[PairTensors] = (), progress: bool = True,
+                 learn_depth: bool = False, depth_floor: float = 0.25, depth_spread: float = 1.0,
+                 depth_sigma_min: float = 0.05) -> TrainResult:
     """Learn fusion logits (and optionally the temperature) with InfoNCE.
 
     Args:
@@ -155,6 +202,9 @@ def train_fusion(pairs: Sequence[PairTensors], keys: Sequence[str], epochs: int 
         target: ``bilinear`` or ``hard`` positive.
         holdout: pairs whose loss is tracked each epoch (never trained on).
         progress: tqdm bar over epochs.
+        learn_depth: also learn the depth-aware ``floor`` and ``spread`` on the pairs that carry depth (see the
+            module docstring); needs at least one such pair.
+        depth_floor, depth_spread: their initial values (the engine defaults); ``depth_sigma_min`` stays fixed.
 
     Returns:
         :class:`TrainResult` with one mean training loss per epoch (``loss_curve[0]`` is before training).
@@ -170,6 +220,10 @@ def train_fusion(pairs: Sequence[PairTensors], keys: Sequence[str], epochs: int 
     pairs = [p for p in pairs if p.num_keypoints > 0]
     if not pairs:
         raise ConfigError("no training pair has a valid keypoint")
+    if learn_depth and not any(p.depth is not None for p in pairs):
+        raise ConfigError("learn_depth needs training pairs with depth (e.g. --dataset synth)")
+    if learn_depth and not (0.0 < depth_floor < 1.0 and depth_spread > 0):
+        raise ConfigError(f"need 0 < depth_floor < 1 and depth_spread > 0, got {depth_floor}, {depth_spread}")
     m = len(keys)
     bad = [p.pair_id for p in list(pairs) + list(holdout) if p.sims.shape[0] != m]
     if bad:
@@ -179,12 +233,18 @@ def train_fusion(pairs: Sequence[PairTensors], keys: Sequence[str], epochs: int 
     logits.requires_grad_(True)
     log_tau = torch.tensor(math.log(temperature), requires_grad=learn_temperature)
     params = [logits] + ([log_tau] if learn_temperature else [])
+    dparams = None
+    if learn_depth:
+        dparams = (torch.tensor(math.log(depth_floor / (1.0 - depth_floor)), requires_grad=True),
+                   torch.tensor(math.log(depth_spread), requires_grad=True))
+        params += list(dparams)
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
 
     def mean_loss(items: Sequence[PairTensors]) -> float:
         with torch.no_grad():
-            return float(batch_loss(items, logits, log_tau, target)) if items else float("nan")
+            return float(batch_loss(items, logits, log_tau, target, dparams, depth_sigma_min)) if items \
+                else float("nan")
 
     curve, hcurve = [mean_loss(pairs)], []
     if holdout:
@@ -196,21 +256,32 @@ def train_fusion(pairs: Sequence[PairTensors], keys: Sequence[str], epochs: int 
         for j in range(0, len(order), batch_pairs):
             batch = [pairs[i] for i in order[j:j + batch_pairs]]
             opt.zero_grad()
-            loss = batch_loss(batch, logits, log_tau, target)
+            loss = batch_loss(batch, logits, log_tau, target, dparams, depth_sigma_min)
             loss.backward()
             opt.step()
             with torch.no_grad():
                 log_tau.clamp_(math.log(1e-3), math.log(10.0))
+                if dparams is not None:  # keep the config's ranges: floor in [0.01, 0.99], spread in [0.05, 10]
+                    dparams[0].clamp_(math.log(0.01 / 0.99), math.log(0.99 / 0.01))
+                    dparams[1].clamp_(math.log(0.05), math.log(10.0))
             k = sum(p.num_keypoints for p in batch)
             total += float(loss.detach()) * k
             count += k
         curve.append(total / count)
         if holdout:
             hcurve.append(mean_loss(holdout))
-        bar.set_postfix(loss=f"{curve[-1]:.4f}", tau=f"{float(log_tau.detach().exp()):.4f}")
+        post = {"loss": f"{curve[-1]:.4f}", "tau": f"{float(log_tau.detach().exp()):.4f}"}
+        if dparams is not None:
+            floor, spread = torch.sigmoid(dparams[0].detach()), dparams[1].detach().exp()
+            post.update(floor=f"{float(floor):.3f}", spread=f"{float(spread):.3f}")
+        bar.set_postfix(post)
     bar.close()
-    return TrainResult(list(keys), logits.detach().clone(), float(log_tau.detach().exp()), curve, hcurve,
-                       time.perf_counter() - t0)
+    result = TrainResult(list(keys), logits.detach().clone(), float(log_tau.detach().exp()), curve, hcurve,
+                         time.perf_counter() - t0)
+    if dparams is not None:
+        result.depth_floor = float(torch.sigmoid(dparams[0].detach()))
+        result.depth_spread = float(dparams[1].detach().exp())
+    return result
 
 
 def write_outputs(result: TrainResult, out: str | Path) -> tuple[Path, Path]:
