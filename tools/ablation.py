@@ -398,7 +398,9 @@ def markdown(result: dict) -> str:
                 "~2-3 %; each scene scored by `semcorr bag-eval --mode offline`), not re-run here:", "",
                 f"    {block['produce_command']}", "",
                 f"(seeds {block.get('seeds')}, {block.get('frames')} frames per scene.) The extra column "
-                "'bag-eval p50' is the engine time per frame inside those runs.", ""]
+                "'bag-eval p50' is the engine time per frame inside those runs, measured whenever the benchmark "
+                "last ran and with whatever else the machine ran then: compare it within this table only, and use the "
+                "latency column for speed.", ""]
             ref = _reference(key, block["rows"])
             lines += ["| configuration | data | PCK@0.05 | PCK@0.1 | Δ@0.1 | latency p50 (ms) | match p50 (ms) | "
                       "bag-eval p50 (ms) | pose valid | command |",
