@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from _tools import load_script  # noqa: E402  (test helper next to this file)
+
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "ablation.py"
 
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("semcorr_ablation_tool", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/ablation.py", "semcorr_ablation_tool")
 
 
 def _writer(path: Path, text: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from _tools import load_script  # noqa: E402  (test helper next to this file)
+
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "dev" / "depth_aware_sets.py"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("semcorr_depth_aware_sets", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/dev/depth_aware_sets.py", "semcorr_depth_aware_sets")
 
 
 def test_parsing(tool):
