@@ -10,7 +10,6 @@ import pytest
 
 from _tools import load_script  # noqa: E402  (test helper next to this file)
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "ablation.py"
 
 
 @pytest.fixture(scope="module")
