@@ -71,19 +71,25 @@ def test_depth_aware_rejects_a_same_looking_distractor_at_the_wrong_depth():
     assert np.abs(with_depth.xy - (kps + 32)).max() <= 6.0
 
 
-def test_kbc_on_small_object_crops_and_maps_back():
-    # Toy features are neither scale invariant nor shift invariant below their stride (16 px here), so the
-    # geometry is exact: keypoints at cell centres, the object moves by whole cells, plain argmax. The first
-    # pass is then exact on the coarse grid, the live crop is framed exactly like the reference crop, and the
-    # crop pass matches inside cells 4x finer and maps back. (Real features tolerate the framing error of a real
-    # first pass; these do not, hence the exact set-up.)
+def _small_object_scene():
+    """A 64 px textured object in a black 256 px frame, moved by whole 16 px cells between reference and live:
+    ``(reference, live, reference keypoints, their true live positions)``."""
     obj = texture(64, 64, seed=6)
     ref = np.zeros((256, 256, 3), np.uint8)
     ref[96:160, 96:160] = obj
     live = np.zeros((256, 256, 3), np.uint8)
     live[144:208, 32:96] = obj
     kps = np.array([[103.5, 103.5], [135.5, 103.5], [119.5, 135.5], [103.5, 135.5]]) + 0.5  # integer boxes
-    truth = kps + [-64, 48]
+    return ref, live, kps, kps + [-64, 48]
+
+
+def test_kbc_on_small_object_crops_and_maps_back():
+    # Toy features are neither scale invariant nor shift invariant below their stride (16 px here), so the
+    # geometry is exact: keypoints at cell centres, the object moves by whole cells, plain argmax. The first
+    # pass is then exact on the coarse grid, the live crop is framed exactly like the reference crop, and the
+    # crop pass matches inside cells 4x finer and maps back. (Real features tolerate the framing error of a real
+    # first pass; these do not, hence the exact set-up.)
+    ref, live, kps, truth = _small_object_scene()
     full = make_engine(softargmax_radius=0)
     full.set_reference(ref, kps)
     err_full = np.abs(full.match(live).xy - truth).max()
@@ -105,14 +111,9 @@ def test_kbc_crop_refits_the_depth_model_at_the_crop_matches():
     # A small object at 1 m in front of a wall at 3 m. The full-frame depth model is forced wrong (on the wall,
     # as when a small object's first-pass matches land on the background); the crop pass must not inherit it:
     # its model is fitted again at the crop's own matches, which sit on the object.
-    obj = texture(64, 64, seed=6)
-    ref = np.zeros((256, 256, 3), np.uint8)
-    ref[96:160, 96:160] = obj
-    live = np.zeros((256, 256, 3), np.uint8)
-    live[144:208, 32:96] = obj
+    ref, live, kps, truth = _small_object_scene()
     depth = np.full((256, 256), 3.0, np.float32)
-    depth[144:208, 32:96] = 1.0
-    kps = np.array([[103.5, 103.5], [135.5, 103.5], [119.5, 135.5], [103.5, 135.5]]) + 0.5
+    depth[144:208, 32:96] = 1.0                              # where the object is in `live`
     eng = make_engine(kbc="on", kbc_margin=0.5, softargmax_radius=0, depth_floor=0.0)
     eng.set_reference(ref, kps, depth=np.full((256, 256), 1.0, np.float32))
     fitted = []
@@ -130,7 +131,7 @@ def test_kbc_crop_refits_the_depth_model_at_the_crop_matches():
     assert res.kbc_used and res.depth_weighted
     assert len(fitted) == 2 and fitted[0][0] == depth.shape and fitted[1][0] != depth.shape
     assert abs(fitted[1][1].mean - 1.0) < 1e-6
-    assert np.abs(res.xy - (kps + [-64, 48])).max() <= 2.0
+    assert np.abs(res.xy - truth).max() <= 2.0
 
 
 def test_bad_inputs_raise_typed_errors():
