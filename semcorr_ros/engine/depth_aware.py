@@ -17,8 +17,9 @@ lies somewhere inside the object's depth range, not necessarily at its centre, a
 ``extent`` away from it. With ``s = extent / 2`` the object's nearest/farthest keypoints (its rim, base, cap --
 mostly on the silhouette, in cells whose mean is already pulled towards the background) got weights down to
 ``floor + (1 - floor) e^{-2}`` and lost the argmax to background cells near the median depth; with ``s = extent``
-a point ``extent`` away keeps ``e^{-1/2}`` of the Gaussian term. The relative depth weight of a cell is the Gaussian overlap of the two distributions,
-floored:
+a point ``extent`` away keeps ``e^{-1/2}`` of the Gaussian term. ``extent`` is multiplied by the engine option
+``depth_spread`` (1 by default). The relative depth weight of a cell is the Gaussian overlap of the two
+distributions, floored:
 
     w_c = floor + (1 - floor) * exp(-(mu_c - m)^2 / (2 (s^2 + var_c))),
 

@@ -16,7 +16,9 @@ with them (``learn_depth``): every target cell's similarity is multiplied by its
 
 with the object depth model ``(m, MAD)`` fitted, as in the engine, at the first-pass matches (here: the cell
 means at the fused-similarity argmax of each keypoint, recomputed at every step without gradient), ``extent``
-the reference keypoints' depth range, and ``floor = sigmoid(.)``, ``spread = exp(.)`` trained through the loss. The backbones are frozen and never run here: ``sim`` is assembled from the cached per-map
+the reference keypoints' depth range, and ``floor = sigmoid(.)``, ``spread = exp(.)`` trained through the loss.
+
+The backbones are frozen and never run here: ``sim`` is assembled from the cached per-map
 tensors of :mod:`semcorr_ros.train.fusion_data`, so an epoch over hundreds of pairs takes well under a second on
 the CPU. Training is deterministic for a given seed (pair order from a seeded generator, CPU float32 arithmetic).
 """
