@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from semcorr_ros.engine.geometry import (backproject, lift, project, sample_depth, validate_depth,
-                                         validate_intrinsics)
+from semcorr_ros.engine.geometry import (backproject, keypoint_depth_range, lift, project, sample_depth,
+                                         validate_depth, validate_intrinsics)
 from semcorr_ros.errors import ConfigError, InputError
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 400.0, 240.0], [0.0, 0.0, 1.0]])
@@ -79,6 +79,15 @@ def _patch() -> np.ndarray:
     # 3x3 window around pixel (x=3, y=3): valid 1, 2, 4, 10, 3 (0 and -2 are invalid even unvalidated)
     d[2:5, 2:5] = [[1.0, 2.0, 0.0], [4.0, np.nan, 10.0], [3.0, -2.0, np.nan]]
     return d
+
+
+def test_keypoint_depth_range_skips_keypoints_without_depth():
+    depth = np.full((20, 20), 1.0)
+    depth[:, 10:] = 1.25
+    depth[15:, :] = np.nan
+    xy = np.array([[2.0, 2.0], [15.0, 5.0], [5.0, 18.0]])      # 1.0 m, 1.25 m, no depth
+    assert keypoint_depth_range(depth, xy, radius=1) == pytest.approx(0.25)
+    assert keypoint_depth_range(depth, xy[2:], radius=1) == 0.0
 
 
 def test_sample_depth_median_ignores_invalid():

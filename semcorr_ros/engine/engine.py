@@ -218,9 +218,7 @@ class CorrespondenceEngine:
         depth_m = None
         if depth is not None:
             depth_m = geometry.validate_depth(depth, (h, w), self.config.depth_scale)
-            z, ok = geometry.sample_depth(depth_m, kps, self.config.depth_radius)
-            if ok.any():
-                extent = float(np.nanmax(z[ok]) - np.nanmin(z[ok]))
+            extent = geometry.keypoint_depth_range(depth_m, kps, self.config.depth_radius)
             if intrinsics is not None:
                 K_ref = geometry.validate_intrinsics(intrinsics)
                 points3d, has_3d = geometry.lift(depth_m, kps, K_ref, self.config.depth_radius)
@@ -314,7 +312,6 @@ class CorrespondenceEngine:
                     csize: tuple[int, int]) -> torch.Tensor | None:
         """Consensus prior in the live crop's normalised coordinates: the full-frame 3D prior mapped into the crop;
         else a 2D affine fitted between the reference and live crops; else the full-frame 2D prior mapped in."""
-        cfg = self.config
 
         def mapped() -> torch.Tensor:
             xy = uv_to_pixels(prior, *size).double().cpu().numpy()
@@ -323,13 +320,19 @@ class CorrespondenceEngine:
 
         if prior is not None and prior_mode == "3d":
             return mapped()
+        uv = self._crop_affine_prior(crop_view, cfmap)
+        if uv is not None:
+            return uv
+        return mapped() if prior is not None else None
+
+    def _crop_affine_prior(self, crop_view: _View, cfmap: torch.Tensor) -> torch.Tensor | None:
+        """2D affine consensus prior fitted between the reference crop and the live crop (crop uv), or None."""
+        cfg = self.config
         if crop_view.coarse is None:
             crop_view.coarse = coarse_map(crop_view.fmap)
         cp = consensus_prior(crop_view.coarse, coarse_map(cfmap), crop_view.uv, threshold=cfg.consensus_threshold,
                              min_inliers=cfg.consensus_min_inliers)
-        if cp.active:
-            return cp.uv
-        return mapped() if prior is not None else None
+        return cp.uv if cp.active else None
 
     def match(self, image: np.ndarray, depth: np.ndarray | None = None,
               intrinsics: np.ndarray | None = None, cache_key: Hashable | None = None,

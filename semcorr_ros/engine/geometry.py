@@ -99,6 +99,13 @@ def _as_xy(xy: np.ndarray) -> np.ndarray:
     return a
 
 
+def keypoint_depth_range(depth: np.ndarray, xy: np.ndarray, radius: int = 2) -> float:
+    """Depth range (max - min, metres) of the keypoints ``xy`` with a valid depth (:func:`sample_depth`);
+    0 when none has one. The object's depth extent seen from a reference view."""
+    z, ok = sample_depth(depth, xy, radius)
+    return float(np.max(z[ok]) - np.min(z[ok])) if ok.any() else 0.0
+
+
 def sample_depth(depth: np.ndarray, xy: np.ndarray, radius: int = 2, min_valid: int = 1,
                  cluster_gap: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Robust depth per keypoint: median of the valid depths in a window around the nearest pixel.

@@ -65,14 +65,12 @@ def depth_tensors(tgt_depth: np.ndarray, src_depth: np.ndarray | None, src_xy: n
         radius: window half-size for the keypoint depth (the engine's ``depth_radius``).
     """
     from semcorr_ros.engine.depth_aware import cell_depth_stats
-    from semcorr_ros.engine.geometry import sample_depth
+    from semcorr_ros.engine.geometry import keypoint_depth_range
 
     mean, var, valid = cell_depth_stats(torch.from_numpy(np.asarray(tgt_depth, np.float32)), grid)
     extent = 0.0
     if src_depth is not None and len(src_xy):
-        z, ok = sample_depth(np.asarray(src_depth, np.float32), np.asarray(src_xy, float), radius)
-        if ok.any():
-            extent = float(np.nanmax(z[ok]) - np.nanmin(z[ok]))
+        extent = keypoint_depth_range(np.asarray(src_depth, np.float32), np.asarray(src_xy, float), radius)
     return DepthTensors(mean.reshape(-1).float(), var.reshape(-1).float(), valid.reshape(-1), extent)
 
 

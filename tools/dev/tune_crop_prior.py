@@ -23,26 +23,21 @@ from semcorr_ros.config import EngineConfig
 from semcorr_ros.data import build_dataset
 from semcorr_ros.data.small import SmallObjectPairs
 from semcorr_ros.engine import CorrespondenceEngine, kbc
-from semcorr_ros.engine.consensus import coarse_map, consensus_prior
 from semcorr_ros.engine.matching import pixels_to_uv, uv_to_pixels
 from semcorr_ros.eval.pck import normalisers
 
 
 def _variant(kind):
     def crop_prior(self, ref, crop_view, cfmap, prior, prior_mode, size, box, csize):
-        cfg = self.config
         mapped = None
         if prior is not None:
             xy = uv_to_pixels(prior, *size).double().cpu().numpy()
             mapped = pixels_to_uv(torch.as_tensor(kbc.to_crop(xy, box), dtype=torch.float32), *csize)
         if kind == "map":
             return mapped
-        if crop_view.coarse is None:
-            crop_view.coarse = coarse_map(crop_view.fmap)
-        cp = consensus_prior(crop_view.coarse, coarse_map(cfmap), crop_view.uv, threshold=cfg.consensus_threshold,
-                             min_inliers=cfg.consensus_min_inliers)
-        if cp.active:
-            return cp.uv
+        uv = self._crop_affine_prior(crop_view, cfmap)
+        if uv is not None:
+            return uv
         return mapped if kind == "both" else None
     return crop_prior
 
