@@ -34,3 +34,32 @@ def texture(h: int, w: int, seed: int = 0) -> np.ndarray:
     t = torch.from_numpy(small).permute(2, 0, 1)[None].float()
     big = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0]
     return (big.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def shifted_pairs(n: int = 4) -> list:
+    """``n`` pairs of a texture and the same texture rolled by a known shift, 6 keypoints each."""
+    from semcorr_ros.data.base import PairSample
+
+    out = []
+    kps = np.array([[30, 40], [90, 30], [60, 70], [100, 90], [40, 100], [75, 55]], float)
+    for i in range(n):
+        img = texture(128, 144, seed=i)
+        dx, dy = 8 + 4 * i, 6 + 2 * i
+        shifted = np.roll(img, (dy, dx), axis=(0, 1))
+        out.append(PairSample(f"toy/{i}", "toy", f"a{i}", f"b{i}", img, shifted, kps, kps + [dx, dy]))
+    return out
+
+
+def write_willow(root) -> None:
+    """A PF-WILLOW-format folder: 2 categories x 3 images (a texture rolled by known shifts), 5 keypoints."""
+    import scipy.io
+    from PIL import Image
+
+    kps = np.array([[40, 50], [110, 45], [80, 95], [130, 110], [60, 120]], float)
+    for c, cat in enumerate(("thing(G)", "other(G)")):
+        (root / cat).mkdir(parents=True)
+        img = np.asarray(Image.fromarray(texture(40, 50, seed=c)).resize((200, 160), Image.BILINEAR))
+        for j in range(3):
+            d = np.array([6 * j, 4 * j])
+            Image.fromarray(np.roll(img, (d[1], d[0]), axis=(0, 1))).save(root / cat / f"im{j}.png")
+            scipy.io.savemat(root / cat / f"im{j}.mat", {"pts_coord": (kps + d + 1).T})

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from _toy import ToySource, texture  # noqa: E402  (test helper next to this file)
+from _toy import ToySource, shifted_pairs, texture, write_willow  # noqa: E402  (test helper next to this file)
 from semcorr_ros.cli import main
-from semcorr_ros.data.base import PairSample
 from semcorr_ros.engine import CorrespondenceEngine
 from semcorr_ros.engine.features.base import FeatureSource
 from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
@@ -112,22 +111,11 @@ def test_train_fusion_rejects_bad_input():
 
 # -- a tiny training run on toy sources through the engine's encode path ----------------------------------------
 
-def _toy_pairs(n=4):
-    out = []
-    kps = np.array([[30, 40], [90, 30], [60, 70], [100, 90], [40, 100], [75, 55]], float)
-    for i in range(n):
-        img = texture(128, 144, seed=i)
-        dx, dy = 8 + 4 * i, 6 + 2 * i
-        shifted = np.roll(img, (dy, dx), axis=(0, 1))
-        out.append(PairSample(f"toy/{i}", "toy", f"a{i}", f"b{i}", img, shifted, kps, kps + [dx, dy]))
-    return out
-
-
 @pytest.fixture(scope="module")
 def toy_setup():
     engine = CorrespondenceEngine(EngineConfig(device="cpu", fusion_weights="none"),
                                   sources=[ToySource(input_size=128), NoiseSource()])
-    pairs = _toy_pairs()
+    pairs = shifted_pairs()
     cache = MapCache(engine.encode_maps_batch, engine.fusion.keys)
     tensors = build_pair_tensors(pairs, range(len(pairs)), cache, grid=16, center=True, progress=False)
     return engine, tensors
@@ -161,7 +149,7 @@ def test_training_is_deterministic(toy_setup):
 
 def test_map_cache_disk_round_trip(toy_setup, tmp_path):
     engine, _ = toy_setup
-    pairs = _toy_pairs(2)
+    pairs = shifted_pairs(2)
     calls = []
 
     def encode(images, keys):
@@ -251,14 +239,7 @@ def test_cli_learn_depth_needs_rgbd_data(tmp_path, capsys):
 def test_cli_trains_on_a_willow_fixture(tmp_path, capsys):
     """End to end with the embedded default model: 2 categories x 3 images, one category held out."""
     root = tmp_path / "willow"
-    kps = np.array([[40, 50], [110, 45], [80, 95], [130, 110], [60, 120]], float)
-    for c, cat in enumerate(("thing(G)", "other(G)")):
-        (root / cat).mkdir(parents=True)
-        img = np.asarray(Image.fromarray(texture(40, 50, seed=c)).resize((200, 160), Image.BILINEAR))
-        for j in range(3):
-            d = np.array([6 * j, 4 * j])
-            Image.fromarray(np.roll(img, (d[1], d[0]), axis=(0, 1))).save(root / cat / f"im{j}.png")
-            scipy.io.savemat(root / cat / f"im{j}.mat", {"pts_coord": (kps + d + 1).T})
+    write_willow(root)
     out = tmp_path / "w" / "fusion.safetensors"
     rc = main(["train-fusion", "--dataset", "pf-willow", "--root", str(root), "--holdout-categories", "other(G)",
                "--epochs", "3", "--out", str(out), "--json", str(tmp_path / "s.json"), "--evaluate",

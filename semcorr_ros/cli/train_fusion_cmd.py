@@ -9,6 +9,10 @@ Honest evaluation: ``--holdout-images F`` / ``--holdout-categories A,B`` / ``--s
 training; ``--evaluate`` then runs the full engine (``semcorr eval``'s path) on the held-out pairs with uniform,
 hand-set (``source_weights``) and learned fusion and prints PCK for each. See docs/training.md.
 
+``--fusion-model projected`` learns a projected fusion instead (``semcorr-fusion-v2``: the logits plus one
+learned rank-``--rank`` projection per map, :mod:`semcorr_ros.train.fusion_proj`): it adapts the matching metric
+to the training categories, opt-in, for use on the same kinds of objects.
+
 RGB-D data (``--dataset synth``) also trains the depth-aware module's ``depth_floor`` and ``depth_spread``
 (``--learn-depth``, on by default there); they are printed, written to the ``--json`` summary and used with the
 engine flags ``--depth-floor`` / ``--depth-spread`` (ROS parameters ``depth_floor`` / ``depth_spread``).
@@ -44,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synth: scenes per category, seeds seed*1000+j (default: %(default)s)")
     parser.add_argument("--synth-frames", type=int, default=6,
                         help="synth: frames (= reference->frame pairs) per scene (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=40, help="(default: %(default)s)")
+    parser.add_argument("--fusion-model", choices=("weights", "projected"), default="weights",
+                        help="weights: one weight per (source, layer) map (semcorr-fusion-v1, the shipped kind); "
+                             "projected: also a learned linear projection per map (semcorr-fusion-v2), which adapts "
+                             "the metric to the training categories (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="(default: 40 for weights, 10 for projected)")
     parser.add_argument("--seed", type=int, default=0, help="pair order and holdout selection (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--batch-pairs", type=int, default=16, help="pairs per step (default: %(default)s)")
@@ -61,6 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also learn the depth-aware module's depth_floor and depth_spread on the pairs with "
                              "depth, starting from --depth-floor/--depth-spread (default: when the data has depth, "
                              "i.e. --dataset synth)")
+    g = parser.add_argument_group("projected fusion (--fusion-model projected)")
+    g.add_argument("--rank", type=int, default=64, help="projection rank per map (default: %(default)s)")
+    g.add_argument("--proj-penalty", type=float, default=10.0,
+                   help="weight of ||P - P_pca||^2 / ||P_pca||^2 per map (default: %(default)s)")
+    g.add_argument("--gain-penalty", type=float, default=3.0,
+                   help="weight of mean(log gain^2) of the per-channel gains (default: %(default)s)")
+    g.add_argument("--lr-proj", type=float, default=0.002, help="learning rate of the projections (default: "
+                                                                 "%(default)s)")
+    g.add_argument("--lr-gain", type=float, default=0.02, help="learning rate of the log-gains (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("fusion.safetensors"),
                         help="weights file to write; the loss curve goes to <stem>_loss.png (default: %(default)s)")
     g = parser.add_argument_group("held-out evaluation")
@@ -157,12 +175,14 @@ def run(args: argparse.Namespace) -> int:
                    if args.dataset == "synth" else None}
     cache_file = args.cache_dir / f"{cache_name(fingerprint)}.pt" if args.cache_dir else None
     cache = MapCache(engine.encode_maps_batch, keys, cache_file, fingerprint, args.batch_size)
+    init = _source_logits(engine, cfg.source_weights) if args.init == "default" else None
+    if args.fusion_model == "projected":
+        return _run_projected(args, dataset, split, engine, cache, init, t_start)
     t = time.perf_counter()
     train_pairs = build_pair_tensors(dataset, split.train, cache, grid, cfg.center_features, progress)
     held_pairs = build_pair_tensors(dataset, split.holdout, cache, grid, cfg.center_features, progress)
     prep_s = time.perf_counter() - t
 
-    init = _source_logits(engine, cfg.source_weights) if args.init == "default" else None
     has_depth = any(p.depth is not None for p in train_pairs)
     learn_depth = has_depth if args.learn_depth is None else args.learn_depth
     if learn_depth and not has_depth:
@@ -170,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                           "(use --dataset synth)")
     if learn_depth and not 0.0 < cfg.depth_floor < 1.0:
         raise ConfigError(f"--learn-depth starts from --depth-floor, which must be in (0, 1), got {cfg.depth_floor}")
-    result = train_fusion(train_pairs, keys, epochs=args.epochs, seed=args.seed, lr=args.lr,
+    result = train_fusion(train_pairs, keys, epochs=40 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
                           batch_pairs=args.batch_pairs, temperature=args.temperature,
                           learn_temperature=not args.fixed_temperature, init_logits=init, target=args.target,
                           holdout=held_pairs, progress=progress, learn_depth=learn_depth,
@@ -187,8 +207,7 @@ def run(args: argparse.Namespace) -> int:
           + (f", {result.holdout_curve[0]:.4f} -> {result.holdout_curve[-1]:.4f} (held out)"
              if result.holdout_curve else "") + f"; wrote {out} and {plot}")
 
-    variants = {"uniform_map": torch.zeros(len(keys)), "uniform_source": _source_logits(engine, None),
-                "hand_set": _source_logits(engine, cfg.source_weights), "learned": result.logits}
+    variants = {**_baseline_logits(engine), "learned": result.logits}
     summary = {
         "dataset": args.dataset, "root": str(args.root), "split": args.split, "pairs": len(dataset),
         "train_pairs": len(train_pairs), "holdout_pairs": len(held_pairs),
@@ -198,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
                         "depth_spread": result.depth_spread, "init": [cfg.depth_floor, cfg.depth_spread],
                         "depth_sigma_min": cfg.depth_sigma_min,
                         "train_pairs_with_depth": sum(p.depth is not None for p in train_pairs)},
-        "epochs": args.epochs, "seed": args.seed, "lr": args.lr, "batch_pairs": args.batch_pairs,
+        "fusion_model": "weights", "epochs": len(result.loss_curve) - 1, "seed": args.seed, "lr": args.lr, "batch_pairs": args.batch_pairs,
         "target": args.target, "init": args.init, "loss_curve": result.loss_curve,
         "holdout_loss_curve": result.holdout_curve, "out": str(out), "plot": str(plot),
         "seconds": {"prepare": prep_s, "train": result.seconds},
@@ -209,19 +228,98 @@ def run(args: argparse.Namespace) -> int:
         "config": cfg.to_dict(),
     }
     if args.evaluate:
-        summary["holdout_eval"] = _evaluate(engine, dataset, split.holdout, variants, progress)
-        print(f"held-out PCK ({len(split.holdout)} pairs, full engine):")
-        print(f"  {'fusion':16s} {'@0.05':>7s} {'@0.1':>7s} {'@0.15':>7s}")
-        for name, r in summary["holdout_eval"].items():
-            print(f"  {name:16s} " + " ".join(f"{(r['pck'].get(a) or float('nan')):7.3f}"
-                                             for a in ("0.05", "0.1", "0.15")))
+        fusions = {name: _logit_fusion(engine, lg) for name, lg in variants.items()}
+        summary["holdout_eval"] = _evaluate(engine, dataset, split.holdout, fusions, progress)
+        _print_eval(summary["holdout_eval"], len(split.holdout))
     summary["seconds"]["total"] = time.perf_counter() - t_start
     write_json(args.json, summary)
     return 0
 
 
-def _evaluate(engine, dataset, indices, variants, progress) -> dict:
-    """PCK of the full engine (evaluation path of ``semcorr eval``) on the pairs ``indices`` per fusion."""
+def _baseline_logits(engine) -> dict:
+    import torch
+
+    return {"uniform_map": torch.zeros(len(engine.fusion.keys)), "uniform_source": _source_logits(engine, None),
+            "hand_set": _source_logits(engine, engine.config.source_weights)}
+
+
+def _logit_fusion(engine, logits):
+    """A plain fusion like the engine's with ``logits``."""
+    import torch
+
+    from semcorr_ros.engine.fusion import FeatureFusion
+
+    f = FeatureFusion(engine.fusion.keys, grid=engine.fusion.grid, center=engine.fusion.center)
+    with torch.no_grad():
+        f.logits.copy_(logits)
+    return f
+
+
+def _print_eval(results: dict, pairs: int) -> None:
+    print(f"held-out PCK ({pairs} pairs, full engine):")
+    print(f"  {'fusion':16s} {'@0.05':>7s} {'@0.1':>7s} {'@0.15':>7s}")
+    for name, r in results.items():
+        print(f"  {name:16s} " + " ".join(f"{(r['pck'].get(a) or float('nan')):7.3f}" for a in ("0.05", "0.1", "0.15")))
+
+
+def _run_projected(args, dataset, split, engine, cache, init, t_start) -> int:
+    """``--fusion-model projected``: train, write the semcorr-fusion-v2 file, summary, optional evaluation."""
+    from semcorr_ros.train.fusion_proj import build_projection_data, projected_hit_rate, train_projected_fusion
+    from semcorr_ros.train.fusion_train import write_outputs
+
+    cfg = engine.config
+    progress = not args.no_progress
+    if args.learn_depth:
+        raise ConfigError("--learn-depth is not supported with --fusion-model projected (train the depth "
+                          "parameters with the weights model)")
+    t = time.perf_counter()
+    images, train_pairs = build_projection_data(dataset, split.train, cache, cfg.grid, progress=progress)
+    images, held_pairs = build_projection_data(dataset, split.holdout, cache, cfg.grid, images, progress)
+    prep_s = time.perf_counter() - t
+    if not train_pairs:
+        raise ConfigError("no training pair has a valid keypoint")
+    result = train_projected_fusion(images, train_pairs, engine.fusion.keys, cfg.grid, rank=args.rank,
+                                    epochs=10 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
+                                    lr_proj=args.lr_proj, lr_gain=args.lr_gain, proj_penalty=args.proj_penalty,
+                                    gain_penalty=args.gain_penalty, batch_pairs=args.batch_pairs,
+                                    temperature=args.temperature, init_logits=init, target=args.target,
+                                    center=cfg.center_features, holdout=held_pairs, progress=progress)
+    out, plot = write_outputs(result, args.out)
+    ranks = [int(p.shape[0]) for p in result.projections]
+    print("learned weights: " + ", ".join(f"{k} {v:.3f}" for k, v in result.weights.items())
+          + f"; projection ranks {ranks}; temperature {result.temperature:.4f}")
+    print(f"InfoNCE loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f} (train)"
+          + (f", {result.holdout_curve[0]:.4f} -> {result.holdout_curve[-1]:.4f} (held out)"
+             if result.holdout_curve else "") + f"; wrote {out} (semcorr-fusion-v2) and {plot}")
+    summary = {
+        "dataset": args.dataset, "root": str(args.root), "split": args.split, "pairs": len(dataset),
+        "train_pairs": len(train_pairs), "holdout_pairs": len(held_pairs),
+        "train_keypoints": sum(p.num_keypoints for p in train_pairs), "split_protocol": split.info,
+        "keys": result.keys, "weights": result.weights, "temperature": result.temperature,
+        "fusion_model": "projected", "ranks": ranks,
+        "projected": {"rank": args.rank, "proj_penalty": args.proj_penalty, "gain_penalty": args.gain_penalty,
+                      "lr_proj": args.lr_proj, "lr_gain": args.lr_gain},
+        "epochs": len(result.loss_curve) - 1, "seed": args.seed, "lr": args.lr, "batch_pairs": args.batch_pairs,
+        "target": args.target, "init": args.init, "loss_curve": result.loss_curve,
+        "holdout_loss_curve": result.holdout_curve, "out": str(out), "plot": str(plot),
+        "seconds": {"prepare": prep_s, "train": result.seconds},
+        "grid_argmax_hit_rate": {"learned": {
+            "train": projected_hit_rate(result.model, images, train_pairs, cfg.grid),
+            "holdout": projected_hit_rate(result.model, images, held_pairs, cfg.grid) if held_pairs else None}},
+        "config": cfg.to_dict(),
+    }
+    if args.evaluate:
+        fusions = {name: _logit_fusion(engine, lg) for name, lg in _baseline_logits(engine).items()}
+        fusions["learned"] = result.fusion(grid=engine.fusion.grid, center=engine.fusion.center)
+        summary["holdout_eval"] = _evaluate(engine, dataset, split.holdout, fusions, progress)
+        _print_eval(summary["holdout_eval"], len(split.holdout))
+    summary["seconds"]["total"] = time.perf_counter() - t_start
+    write_json(args.json, summary)
+    return 0
+
+
+def _evaluate(engine, dataset, indices, fusions: dict, progress) -> dict:
+    """PCK of the full engine (evaluation path of ``semcorr eval``) on the pairs ``indices`` per fusion module."""
     import torch
 
     from semcorr_ros.eval.runner import evaluate
@@ -241,16 +339,15 @@ def _evaluate(engine, dataset, indices, variants, progress) -> dict:
         return pred
 
     out = {}
-    saved = engine.fusion.logits.detach().clone()
+    saved = engine.fusion
     try:
-        for name, logits in variants.items():
-            with torch.no_grad():
-                engine.fusion.logits.copy_(logits.to(engine.fusion.logits.device))
+        for name, fusion in fusions.items():
+            engine.fusion = fusion.to(engine.device)
             report = evaluate(subset, predict, progress=progress)
             d = report.to_json_dict()
             out[name] = {"pck": d["pck"], "per_category": d.get("per_category"), "pairs": d["pairs"],
-                         "weights": {k: float(v) for k, v in zip(engine.fusion.keys, torch.softmax(logits, 0))}}
+                         "weights": {k: float(v) for k, v in zip(fusion.keys, torch.softmax(fusion.logits, 0))},
+                         "projected": fusion.projected}
     finally:
-        with torch.no_grad():
-            engine.fusion.logits.copy_(saved)
+        engine.fusion = saved
     return out

@@ -112,6 +112,10 @@ class CorrespondenceEngine:
             fusion = _configured_fusion(FeatureFusion(keys, grid=cfg.grid, weights=init, center=cfg.center_features),
                                         cfg.fusion_weights)
         self.fusion = fusion.to(self.device)
+        if cfg.matcher == "kbcnet" and getattr(self.fusion, "projected", False):
+            raise ConfigError("matcher 'kbcnet' needs a plain fusion (semcorr-fusion-v1): its head was trained on "
+                              "the unprojected fused features, and the fusion weights file is a projected "
+                              "semcorr-fusion-v2 one; use matcher 'nn' with it")
         self.kbcnet = _configured_kbcnet(cfg, keys, self.device) if cfg.matcher == "kbcnet" else None
         self._amp_dtype = torch.float16 if self.device.type == "cuda" and cfg.fp16 else None
         self.reference: Reference | None = None

@@ -18,9 +18,21 @@ fixed affine map of the feature space per reference, independent of what else th
 Maps of different resolutions are resampled bilinearly onto a common ``grid x grid`` lattice of the input image
 (cell centres at normalised coordinates ``(j + 0.5) / grid``), then re-normalised.
 
-File format (``semcorr-fusion-v1``): a safetensors file with the tensor ``logits`` ``[M]`` and metadata
-``{"format": "semcorr-fusion-v1", "keys": "<json list of 'source/layer' names>"}``; loading checks the keys
-match the configured maps exactly.
+Projected fusion (optional, ``semcorr-fusion-v2``): a learned linear map ``P_m`` (``[r_m, C_m]``) per input map,
+applied after centring and before normalisation, ``f_m <- normalise(P_m (f_m - mu_m))``; the fused descriptor has
+``sum_m r_m`` channels. ``semcorr train-fusion --fusion-model projected`` learns it (with per-channel gains folded
+into ``P_m``); it adapts the metric to a category and is opt-in (see docs/training.md). The projection is applied at
+each map's native resolution, then resampled (both are linear, so the order does not change the result).
+
+File formats (safetensors, atomic writes):
+
+- ``semcorr-fusion-v1``: the tensor ``logits`` ``[M]`` and metadata
+  ``{"format": "semcorr-fusion-v1", "keys": "<json list of 'source/layer' names>"}``;
+- ``semcorr-fusion-v2``: ``logits`` ``[M]`` and ``proj.<m>`` ``[r_m, C_m]`` for ``m = 0..M-1``, metadata
+  ``{"format": "semcorr-fusion-v2", "keys": ...}``.
+
+Loading checks that the keys match the configured maps exactly; a v1 file removes any projections, a v2 file
+sets them (their input widths are checked against the maps at the first fusion).
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from torch import nn
 from semcorr_ros.errors import WeightsError
 
 FORMAT = "semcorr-fusion-v1"
+FORMAT_V2 = "semcorr-fusion-v2"
 
 
 class FeatureFusion(nn.Module):
@@ -66,6 +79,32 @@ class FeatureFusion(nn.Module):
                 raise WeightsError(f"fusion needs {len(keys)} positive weights for {self.keys}, got {list(weights)}")
             logits = torch.log(w / w.sum())
         self.logits = nn.Parameter(logits, requires_grad=False)
+        self.projections: nn.ParameterList | None = None
+
+    def set_projections(self, projections: Sequence[torch.Tensor] | None) -> None:
+        """Use the learned per-map projections ``[r_m, C_m]`` (``None``: plain fusion).
+
+        Raises:
+            WeightsError: not one 2-D finite matrix per map.
+        """
+        if projections is None:
+            self.projections = None
+            return
+        projections = list(projections)
+        if len(projections) != len(self.keys):
+            raise WeightsError(f"projected fusion needs one matrix per map ({len(self.keys)}), got {len(projections)}")
+        for key, p in zip(self.keys, projections):
+            if p.dim() != 2 or min(p.shape) < 1 or not torch.isfinite(p).all():
+                raise WeightsError(f"projection of {key} must be a finite [rank, channels] matrix, got "
+                                   f"shape {tuple(p.shape)}")
+        device = self.logits.device
+        self.projections = nn.ParameterList(
+            [nn.Parameter(p.detach().float().to(device), requires_grad=False) for p in projections])
+
+    @property
+    def projected(self) -> bool:
+        """Whether the fusion has learned projections (a ``semcorr-fusion-v2`` file)."""
+        return self.projections is not None
 
     @property
     def weights(self) -> torch.Tensor:
@@ -86,7 +125,7 @@ class FeatureFusion(nn.Module):
                 ``None`` uses the maps' own means. Ignored unless ``center``.
 
         Returns:
-            ``[B, sum C_m, G, G]`` fused map, unit norm along dim 1.
+            ``[B, sum C_m, G, G]`` fused map (``sum r_m`` channels when projected), unit norm along dim 1.
         """
         if len(maps) != len(self.keys):
             raise WeightsError(f"fusion expects {len(self.keys)} maps ({self.keys}), got {len(maps)}")
@@ -98,6 +137,12 @@ class FeatureFusion(nn.Module):
         for i, m in enumerate(maps):
             if self.center:
                 m = m - means[i]
+            if self.projections is not None:
+                p = self.projections[i]
+                if p.shape[1] != m.shape[1]:
+                    raise WeightsError(f"projection of {self.keys[i]} expects {p.shape[1]} channels, the map has "
+                                       f"{m.shape[1]} (fusion weights trained for another model)")
+                m = torch.einsum("rc,bchw->brhw", p.to(m), m)
             if m.shape[-2:] != (grid, grid):
                 m = F.interpolate(m, size=(grid, grid), mode="bilinear", align_corners=False)
             out.append(F.normalize(m, dim=1) * w[i].sqrt())
@@ -105,18 +150,26 @@ class FeatureFusion(nn.Module):
 
 
 def save_fusion(fusion: FeatureFusion, path: str | os.PathLike) -> None:
-    """Write the fusion logits in the ``semcorr-fusion-v1`` format (atomically)."""
+    """Write the fusion (atomically): ``semcorr-fusion-v1`` logits, or ``semcorr-fusion-v2`` when projected."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({"logits": fusion.logits.detach().cpu().float().contiguous()}, str(tmp),
-              metadata={"format": FORMAT, "keys": json.dumps(fusion.keys)})
+    tensors = {"logits": fusion.logits.detach().cpu().float().contiguous()}
+    fmt = FORMAT
+    if fusion.projections is not None:
+        fmt = FORMAT_V2
+        tensors.update({f"proj.{i}": p.detach().cpu().float().contiguous() for i, p in enumerate(fusion.projections)})
+    save_file(tensors, str(tmp), metadata={"format": fmt, "keys": json.dumps(fusion.keys)})
     os.replace(tmp, path)
 
 
 def load_fusion(fusion: FeatureFusion, path: str | os.PathLike) -> None:
-    """Load logits written by :func:`save_fusion` into ``fusion``; strict about format and keys."""
+    """Load a file written by :func:`save_fusion` (v1 or v2) into ``fusion``; strict about format and keys.
+
+    Raises:
+        WeightsError: missing, unreadable or corrupt file, another format, other maps, or bad tensors.
+    """
     from safetensors import safe_open
 
     path = Path(path)
@@ -125,16 +178,28 @@ def load_fusion(fusion: FeatureFusion, path: str | os.PathLike) -> None:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            names = set(f.keys())
-            logits = f.get_tensor("logits") if "logits" in names else None
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for corrupted files
         raise WeightsError(f"cannot read fusion weights {path}: {exc}") from exc
-    if meta.get("format") != FORMAT or logits is None:
-        raise WeightsError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r}, tensors={sorted(names)})")
-    keys = json.loads(meta.get("keys", "[]"))
+    fmt = meta.get("format")
+    logits = tensors.get("logits")
+    if fmt not in (FORMAT, FORMAT_V2) or logits is None:
+        raise WeightsError(f"{path} is not a {FORMAT} or {FORMAT_V2} file (format={fmt!r}, "
+                           f"tensors={sorted(tensors)})")
+    try:
+        keys = json.loads(meta.get("keys", "[]"))
+    except ValueError as exc:
+        raise WeightsError(f"{path}: bad 'keys' metadata ({exc})") from exc
     if keys != fusion.keys:
         raise WeightsError(f"fusion weights {path} were trained for maps {keys}, but the engine has {fusion.keys}")
     if logits.shape != fusion.logits.shape or not torch.isfinite(logits).all():
         raise WeightsError(f"fusion logits in {path} have shape {tuple(logits.shape)} or non-finite values")
+    projections = None
+    if fmt == FORMAT_V2:
+        missing = [f"proj.{i}" for i in range(len(keys)) if f"proj.{i}" not in tensors]
+        if missing:
+            raise WeightsError(f"{path} ({FORMAT_V2}) lacks the tensors {missing}")
+        projections = [tensors[f"proj.{i}"] for i in range(len(keys))]
+    fusion.set_projections(projections)  # validates before anything is changed
     with torch.no_grad():
         fusion.logits.copy_(logits)

@@ -253,12 +253,11 @@ class MapCache:
         self._dirty = False
 
 
-def build_pair_tensors(dataset: Sequence[PairSample], indices: Sequence[int], cache: MapCache, grid: int,
-                       center: bool, progress: bool = True) -> list[PairTensors]:
-    """:class:`PairTensors` of the pairs ``indices`` (pairs that cannot be read or have no valid keypoint are
-    skipped with a log line)."""
+def cached_pairs(dataset: Sequence[PairSample], indices: Sequence[int], cache: MapCache, progress: bool = True):
+    """Encode (:meth:`MapCache.ensure`) and yield ``(sample, src_uv, tgt_uv, src_key, tgt_key)`` for every pair of
+    ``indices`` that can be read, has a valid keypoint and whose images are cached (others are skipped, unreadable
+    ones with a log line)."""
     cache.ensure(dataset, indices, progress)
-    out = []
     for i in tqdm(indices, desc="pairs", unit="pair", disable=not progress, leave=False):
         try:
             s = dataset[i]
@@ -267,8 +266,16 @@ def build_pair_tensors(dataset: Sequence[PairSample], indices: Sequence[int], ca
             continue
         su, tu = _valid_uv(s)
         ks, kt = (s.category, s.src_name), (s.category, s.tgt_name)
-        if len(su) == 0 or ks not in cache.maps or kt not in cache.maps:
-            continue
+        if len(su) and ks in cache.maps and kt in cache.maps:
+            yield s, su, tu, ks, kt
+
+
+def build_pair_tensors(dataset: Sequence[PairSample], indices: Sequence[int], cache: MapCache, grid: int,
+                       center: bool, progress: bool = True) -> list[PairTensors]:
+    """:class:`PairTensors` of the pairs ``indices`` (pairs that cannot be read or have no valid keypoint are
+    skipped, see :func:`cached_pairs`)."""
+    out = []
+    for s, su, tu, ks, kt in cached_pairs(dataset, indices, cache, progress):
         with torch.no_grad():
             p = pair_tensors(cache.maps[ks], cache.maps[kt], su, tu, grid, center, s.pair_id, s.category)
             if s.tgt_depth is not None:

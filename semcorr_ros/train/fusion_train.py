@@ -148,14 +148,34 @@ def argmax_pck(pairs: Sequence[PairTensors], weights: torch.Tensor, radius_cells
         if p.num_keypoints == 0:
             continue
         sim = fused_similarity(p.sims, p.norms, weights)
-        g = int(round(math.sqrt(sim.shape[1])))
-        best = sim.argmax(1)
-        bx, by = (best % g).float(), (best // g).float()
-        tx = ((p.target_idx % g).float() * p.target_w).sum(1)
-        ty = ((p.target_idx // g).float() * p.target_w).sum(1)
-        hits += int((((bx - tx) ** 2 + (by - ty) ** 2).sqrt() <= radius_cells).sum())
+        hits += grid_hits(sim, p.target_idx, p.target_w, int(round(math.sqrt(sim.shape[1]))), radius_cells)
         n += p.num_keypoints
     return hits / max(n, 1)
+
+
+def grid_hits(sim: torch.Tensor, target_idx: torch.Tensor, target_w: torch.Tensor, grid: int,
+              radius_cells: float) -> int:
+    """How many of the ``K`` rows of ``sim`` (``[K, grid*grid]``) have their argmax cell within ``radius_cells``
+    of the bilinear target position."""
+    best = sim.argmax(1)
+    bx, by = (best % grid).float(), (best // grid).float()
+    tx = ((target_idx % grid).float() * target_w).sum(1)
+    ty = ((target_idx // grid).float() * target_w).sum(1)
+    return int((((bx - tx) ** 2 + (by - ty) ** 2).sqrt() <= radius_cells).sum())
+
+
+def run_epoch(pairs: Sequence, batch_pairs: int, gen: torch.Generator, step) -> float:
+    """One pass over ``pairs`` in a random order drawn from ``gen``, ``batch_pairs`` at a time; ``step(batch)``
+    takes one optimiser step and returns the batch's mean loss per keypoint. Returns the epoch's mean loss per
+    keypoint."""
+    order = torch.randperm(len(pairs), generator=gen).tolist()
+    total, count = 0.0, 0
+    for j in range(0, len(order), batch_pairs):
+        batch = [pairs[i] for i in order[j:j + batch_pairs]]
+        k = sum(p.num_keypoints for p in batch)
+        total += step(batch) * k
+        count += k
+    return total / max(count, 1)
 
 
 @dataclass
@@ -252,24 +272,21 @@ def train_fusion(pairs: Sequence[PairTensors], keys: Sequence[str], epochs: int 
     if holdout:
         hcurve.append(mean_loss(holdout))
     bar = tqdm(range(epochs), desc="train-fusion", unit="epoch", disable=not progress)
+
+    def step(batch: list[PairTensors]) -> float:
+        opt.zero_grad()
+        loss = batch_loss(batch, logits, log_tau, target, dparams, depth_sigma_min)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            log_tau.clamp_(math.log(1e-3), math.log(10.0))
+            if dparams is not None:  # keep the config's ranges: floor in [0.01, 0.99], spread in [0.05, 10]
+                dparams[0].clamp_(math.log(0.01 / 0.99), math.log(0.99 / 0.01))
+                dparams[1].clamp_(math.log(0.05), math.log(10.0))
+        return float(loss.detach())
+
     for _ in bar:
-        order = torch.randperm(len(pairs), generator=gen).tolist()
-        total, count = 0.0, 0
-        for j in range(0, len(order), batch_pairs):
-            batch = [pairs[i] for i in order[j:j + batch_pairs]]
-            opt.zero_grad()
-            loss = batch_loss(batch, logits, log_tau, target, dparams, depth_sigma_min)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                log_tau.clamp_(math.log(1e-3), math.log(10.0))
-                if dparams is not None:  # keep the config's ranges: floor in [0.01, 0.99], spread in [0.05, 10]
-                    dparams[0].clamp_(math.log(0.01 / 0.99), math.log(0.99 / 0.01))
-                    dparams[1].clamp_(math.log(0.05), math.log(10.0))
-            k = sum(p.num_keypoints for p in batch)
-            total += float(loss.detach()) * k
-            count += k
-        curve.append(total / count)
+        curve.append(run_epoch(pairs, batch_pairs, gen, step))
         if holdout:
             hcurve.append(mean_loss(holdout))
         post = {"loss": f"{curve[-1]:.4f}", "tau": f"{float(log_tau.detach().exp()):.4f}"}
