@@ -14,7 +14,8 @@ Usage (from anywhere; ~8 s to render a scene, ~10 s per scene and variant after 
         --variant 'floor0.5=depth_floor=0.5'
 
 Default variants: ``on`` (the defaults) and ``off`` (``depth_aware=False``). ``--variant NAME=FIELD=VALUE[,...]``
-adds one (``EngineConfig`` fields; values parsed as Python literals). Prints a line per scene and the pooled
+adds one (``EngineConfig`` fields; values parsed as Python literals; ``fusion_weights='PATH'`` swaps in that fusion
+file, e.g. a projected one from ``semcorr train-fusion --fusion-model projected``). Prints a line per scene and the pooled
 PCK@0.05/0.1/0.15 per variant; ``--json`` writes them.
 """
 
@@ -74,6 +75,15 @@ def scene(cache: Path, setting: str, seed: int, category: str, frames: int):
     return data
 
 
+def fusion_from_file(engine, path):
+    """A fusion module like ``engine``'s with the weights file ``path`` loaded (v1 or projected v2)."""
+    from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
+
+    fusion = FeatureFusion(engine.fusion.keys, grid=engine.fusion.grid, center=engine.fusion.center)
+    load_fusion(fusion, path)
+    return fusion.to(engine.device)
+
+
 def distances(result, gt, names) -> list[float]:
     """Normalised error per visible keypoint (inf when the output is not valid)."""
     box = np.asarray(gt.object_box, float)
@@ -112,6 +122,9 @@ def main() -> int:
             p.error(f"variant {name}: unknown EngineConfig fields {unknown}")
     engine = CorrespondenceEngine(EngineConfig())
     engine.cache_size = 10 ** 6
+    fusions = {name: fusion_from_file(engine, fields["fusion_weights"]) for name, fields in variants.items()
+               if "fusion_weights" in fields}
+    default_fusion = engine.fusion
     dists: dict[str, list[float]] = {v: [] for v in variants}
     t0 = time.perf_counter()
     for seed in args.seeds:
@@ -122,6 +135,7 @@ def main() -> int:
             for name, fields in variants.items():
                 for key, value in fields.items():
                     setattr(engine.config, key, value)
+                engine.fusion = fusions.get(name, default_fusion)
                 try:
                     engine.set_reference(ref.image, ref.keypoints, ref.names, depth=ref.depth,
                                          intrinsics=ref.intrinsics, cache_key=(tag, "ref"))
