@@ -75,3 +75,17 @@ def test_markdown_tables_and_missing_synth_block(ablation, tmp_path):
     assert "| ref | d; held-out | 0.400 | 0.680 | +0.0 |" in md
     assert "did not exist" in md and "python tools/synth_benchmark.py" in md
     json.dumps(result)  # the result stays serialisable
+
+
+def test_matcher_block_shows_the_projected_fusion_command(ablation):
+    row = {"name": "nn", "configuration": "matcher nn", "data": "d", "note": "held-out", "pck_005": 0.4,
+           "pck_01": 0.7, "latency_p50_ms": 100.0, "match_p50_ms": 10.0, "eval_command": "e", "bench_command": "b"}
+    proj = dict(row, name="nn_projected", configuration="projected", pck_01=0.75)
+    result = {"machine": "2 CPU cores", "wall_s": 1.0, "finished_utc": "now", "skipped_steps": 0,
+              "blocks": {"matcher": {"title": "Matcher and projected fusion", "head_note": "h",
+                                     "train_command": "semcorr train-kbcnet X",
+                                     "fusion_train_command": "semcorr train-fusion --fusion-model projected Y",
+                                     "rows": [row, proj]}}}
+    md = ablation.markdown(result)
+    assert "    semcorr train-fusion --fusion-model projected Y" in md
+    assert "| projected | d; held-out | 0.400 | 0.750 | +5.0 |" in md

@@ -17,7 +17,8 @@ Blocks:
    weight per source), the hand-set default (effnet 0.7 / dinov2 0.3, chosen on this split) and the fusion learned
    by `semcorr train-fusion --dataset synth` (synthetic scenes only: it never sees a PF-WILLOW image).
 2. ``matcher`` -- nn vs the KBCNet head on fold A of docs/kbcnet.md (trained on car(G), motorbike(G),
-   winebottle(M); evaluated on car(M), motorbike(S)). The head is trained for ``--kbcnet-epochs`` (default 1);
+   winebottle(M); evaluated on car(M), motorbike(S)), and on the same fold uniform fusion vs the projected fusion
+   (`semcorr train-fusion --fusion-model projected`, trained on the same training sub-classes). The head is trained for ``--kbcnet-epochs`` (default 1);
    when that exceeds ``--kbcnet-timeout`` the run falls back to ``--kbcnet-fallback`` (if present) and says so.
 3. ``synth`` -- depth-aware off/on and KBC off/auto/on on the synthetic RGB-D scenes, read from
    ``tools/synth_benchmark.py``'s ``summary.json`` (never re-run here; ``--wait-synth-until`` polls for it).
@@ -248,8 +249,27 @@ def block_matcher(runner: Runner, data: Path, epochs: int, timeout: float, weigh
         rows.append({"name": name, "configuration": label,
                      "data": f"pf-willow-dev fold A held-out sub-classes {FOLD_A_EVAL}, {row['pairs']} pairs",
                      "note": "held-out (head trained on " + FOLD_A_TRAIN + ")", **row})
-    return {"title": "Matcher (pf-willow-dev, fold A)", "train_command": train_display, "head": str(head),
-            "head_note": head_note, "rows": rows}
+    # the projected fusion (semcorr-fusion-v2) on the same fold, against uniform fusion on the same pairs
+    proj = d / "fusion_projected_fold_a.safetensors"
+    fusion_train = runner.run("fusion_train_projected_fold_a", [
+        _semcorr(), "train-fusion", "--dataset", "pf-willow", "--root", str(data), "--categories", FOLD_A_TRAIN,
+        "--fusion-model", "projected", "--seed", "0", "--out", str(proj), "--json",
+        str(d / "fusion_projected_fold_a.json"), "--no-progress"], proj)
+    uniform = d / "uniform_source.safetensors"
+    if runner.force or not uniform.exists():
+        write_uniform_source(proj, uniform)
+    for name, label, engine, note in (
+            ("nn_uniform_source", "matcher nn, uniform fusion (equal weight per source)",
+             ["--fusion-weights", str(uniform)], "held-out (no trained parameter)"),
+            ("nn_projected", "matcher nn, projected fusion (`--fusion-model projected`, rank 64)",
+             ["--fusion-weights", str(proj)], "held-out (fusion trained on " + FOLD_A_TRAIN + ")")):
+        row = eval_and_bench(runner, "kbcnet", name, ev, engine)
+        rows.append({"name": name, "configuration": label,
+                     "data": f"pf-willow-dev fold A held-out sub-classes {FOLD_A_EVAL}, {row['pairs']} pairs",
+                     "note": note, **row})
+    return {"title": "Matcher and projected fusion (pf-willow-dev, fold A)", "train_command": train_display,
+            "head": str(head), "head_note": head_note, "fusion_train_command": fusion_train["display"],
+            "rows": rows}
 
 
 # ----------------------------------------------------------------------------------------------- block 3
@@ -386,6 +406,9 @@ def markdown(result: dict) -> str:
                 f"evaluated on the held-out sub-classes `{FOLD_A_EVAL}`. KBCNet: {block['head_note']}.", ""]
             if block.get("train_command"):
                 lines += [f"    {block['train_command']}", ""]
+            if block.get("fusion_train_command"):
+                lines += ["The projected fusion (docs/training.md, \"Projected fusion\") is trained on the same "
+                          "training sub-classes:", "", f"    {block['fusion_train_command']}", ""]
         elif key == "synth":
             if block.get("missing"):
                 lines += [f"`{block['summary']}` did not exist when this page was written. Produce it with",
