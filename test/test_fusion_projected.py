@@ -179,6 +179,13 @@ def _engine_similarity(engine, s):
     return similarity(sample_descriptors(fs, uv), ft).reshape(len(uv), -1)
 
 
+def test_fixed_temperature_stays(toy_data):
+    engine, images, pairs, _ = toy_data
+    r = train_projected_fusion(images, pairs, engine.fusion.keys, 16, rank=4, epochs=2, temperature=0.07,
+                               learn_temperature=False, progress=False)
+    assert r.temperature == pytest.approx(0.07) and r.loss_curve[-1] < r.loss_curve[0]
+
+
 def test_trainer_rejects_bad_input(toy_data):
     engine, images, pairs, _ = toy_data
     with pytest.raises(ConfigError, match="rank >= 1"):

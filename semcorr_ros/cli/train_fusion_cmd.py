@@ -282,7 +282,8 @@ def _run_projected(args, dataset, split, engine, cache, init, t_start) -> int:
                                     epochs=10 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
                                     lr_proj=args.lr_proj, lr_gain=args.lr_gain, proj_penalty=args.proj_penalty,
                                     gain_penalty=args.gain_penalty, batch_pairs=args.batch_pairs,
-                                    temperature=args.temperature, init_logits=init, target=args.target,
+                                    temperature=args.temperature, learn_temperature=not args.fixed_temperature,
+                                    init_logits=init, target=args.target,
                                     center=cfg.center_features, holdout=held_pairs, progress=progress)
     out, plot = write_outputs(result, args.out)
     ranks = [int(p.shape[0]) for p in result.projections]

@@ -251,7 +251,7 @@ def train_projected_fusion(images: dict[Hashable, GridImage], pairs: Sequence[Pr
                            grid: int, rank: int = 64, epochs: int = 10, seed: int = 0, lr: float = 0.05,
                            lr_proj: float = 0.002, lr_gain: float = 0.02, proj_penalty: float = 10.0,
                            gain_penalty: float = 3.0, batch_pairs: int = 16, temperature: float = 0.05,
-                           init_logits: torch.Tensor | None = None, target: str = "bilinear", center: bool = True,
+                           learn_temperature: bool = True, init_logits: torch.Tensor | None = None, target: str = "bilinear", center: bool = True,
                            holdout: Sequence[ProjPair] = (), progress: bool = True) -> ProjectedTrainResult:
     """Learn the projected fusion with InfoNCE (see the module docstring).
 
@@ -264,7 +264,7 @@ def train_projected_fusion(images: dict[Hashable, GridImage], pairs: Sequence[Pr
         epochs, seed, batch_pairs: passes, pair-order seed, pairs per Adam step.
         lr, lr_proj, lr_gain: Adam learning rates of logits and temperature, projections, log-gains.
         proj_penalty, gain_penalty: the penalties' weights (>= 0).
-        temperature: initial InfoNCE temperature (learned).
+        temperature: initial InfoNCE temperature; ``learn_temperature``: also learn it.
         init_logits: starting logits (default uniform); ``target``: ``bilinear`` or ``hard`` positive.
         center: centre the maps with the source image's means (the engine's ``center_features``).
         progress: tqdm bar over epochs.
@@ -287,6 +287,7 @@ def train_projected_fusion(images: dict[Hashable, GridImage], pairs: Sequence[Pr
     train_keys = sorted({k for p in pairs for k in (p.src, p.tgt)}, key=str)
     torch.manual_seed(int(seed))
     model = ProjectedFusionModel(pca_projections(images, train_keys, rank, center), init_logits, temperature, center)
+    model.log_tau.requires_grad_(learn_temperature)
     opt = torch.optim.Adam([{"params": [model.logits, model.log_tau], "lr": lr},
                             {"params": list(model.proj), "lr": lr_proj},
                             {"params": list(model.log_gains), "lr": lr_gain}])
