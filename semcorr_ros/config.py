@@ -42,8 +42,9 @@ class EngineConfig:
             a source's weight is split equally among its layers; sources not listed get 1.0. The default
             favours EfficientNet-Lite2 (chosen on pf-willow-dev, see the README's results).
         fusion_weights: path of a fusion weights file (``semcorr-fusion-v1`` safetensors, per-layer weights
-            learned by training, or ``semcorr-fusion-v2``, also a learned projection per map); ``None`` uses the file shipped with the package when it matches the
-            configured maps, else ``source_weights``; ``"none"`` forces ``source_weights``.
+            learned by training, or ``semcorr-fusion-v2``, also a learned projection per map); ``None`` uses the
+            file shipped with the package when it matches the configured maps, else ``source_weights``;
+            ``"none"`` forces ``source_weights``.
         center_features: subtract each map's spatial mean (per image) before normalising: removes the
             component shared by every pixel of an image, which otherwise inflates all similarities.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.

@@ -304,7 +304,8 @@ def train_fusion(pairs: Sequence[PairTensors], keys: Sequence[str], epochs: int 
 
 
 def write_outputs(result: TrainResult, out: str | Path) -> tuple[Path, Path]:
-    """Write the ``semcorr-fusion-v1`` weights file and the loss curve PNG next to it.
+    """Write the weights file (``semcorr-fusion-v1``, or ``-v2`` for a projected result) and the loss curve PNG
+    next to it.
 
     Returns:
         ``(weights path, plot path)``; the plot is ``<out stem>_loss.png``.
