@@ -169,6 +169,16 @@ def test_training_lowers_the_loss_is_deterministic_and_the_engine_loads_it(toy_d
     assert torch.allclose(sim_engine, sim_model, atol=5e-3)
 
 
+def test_engine_rejects_a_projected_fusion_for_other_maps_at_start(tmp_path):
+    sources = [ToySource(input_size=128), ToySource(input_size=128, seed=3, channels=24, name="toy2")]
+    fusion = FeatureFusion(["toy/p8", "toy2/p8"], grid=16, center=True)
+    fusion.set_projections([torch.randn(4, 48), torch.randn(4, 20)])  # toy2 has 24 channels
+    save_fusion(fusion, tmp_path / "bad.safetensors")
+    with pytest.raises(WeightsError, match="toy2/p8 expects 20 channels, the source gives 24"):
+        CorrespondenceEngine(EngineConfig(device="cpu", grid=16, fusion_weights=str(tmp_path / "bad.safetensors")),
+                             sources=sources)
+
+
 def _engine_similarity(engine, s):
     from semcorr_ros.engine.matching import pixels_to_uv
 

@@ -121,6 +121,18 @@ class CorrespondenceEngine:
         self.reference: Reference | None = None
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
         self.cache_size = 32
+        if getattr(self.fusion, "projected", False):
+            self._check_projections()
+
+    def _check_projections(self) -> None:
+        """Fail at start-up, not at the first frame, when a projected fusion does not fit the sources' maps
+        (one encode of a small grey image)."""
+        maps = self.encode_maps(np.full((64, 64, 3), 128, np.uint8))
+        for key, m, p in zip(self.fusion.keys, maps, self.fusion.projections):
+            if p.shape[1] != m.shape[1]:
+                raise WeightsError(f"fusion weights {self.config.fusion_weights}: the projection of {key} expects "
+                                   f"{p.shape[1]} channels, the source gives {m.shape[1]} (trained for another "
+                                   "model?)")
 
     # ------------------------------------------------------------------ features
     @torch.inference_mode()
