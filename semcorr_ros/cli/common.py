@@ -26,8 +26,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weights file for a source, e.g. dinov2_vitb14=/models/dinov2_vitb14_pretrain.pth "
                         "(repeatable; sd: a diffusers model folder)")
     g.add_argument("--fusion-weights", default=None, metavar="PATH",
-                   help="trained fusion weights file ('none': no file; default: the shipped file if it "
-                        "matches the sources, else the per-source weights of the configuration)")
+                   help="trained fusion weights file from `semcorr train-fusion`, plain or projected ('none': no "
+                        "file; default: the shipped file if it matches the sources, else the per-source weights of "
+                        "the configuration)")
     g.add_argument("--device", default=_DEFAULTS.device, help="auto | cpu | cuda[:N] (default: %(default)s)")
     g.add_argument("--fp16", action="store_true", help="half precision on CUDA")
     g.add_argument("--no-cpu-bf16", action="store_true",
