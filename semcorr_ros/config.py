@@ -15,11 +15,13 @@ from semcorr_ros.errors import ConfigError
 #: The embedded default model: real pretrained weights that ship inside installed packages (no download).
 DEFAULT_SOURCES: tuple[str, ...] = ("effnet-lite2", "dinov2-s-imgfocus")
 
-#: Fusion weight of each default source (split equally among its layers), chosen on pf-willow-dev.
+#: Fusion weight of each default source (split equally among its layers), chosen on pf-willow-dev; used when no
+#: fusion weights file applies (the default model loads the shipped, learned models/fusion_default.safetensors).
 DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {"effnet-lite2": 0.7, "dinov2-s-imgfocus": 0.3}
 
 #: Calibrated-confidence coefficients (bias, peak, cycle, prior, no_prior) fitted on pf-willow-dev with the default
-#: engine: `python tools/dev/calibrate_scores.py ../shared/data/pf-willow-dev` (ECE 0.409 -> 0.024 in-sample).
+#: engine of the time (hand-set fusion): `python tools/dev/calibrate_scores.py ../shared/data/pf-willow-dev` (ECE
+#: 0.409 -> 0.024 in-sample; 0.025 with the shipped learned fusion).
 DEFAULT_SCORE_CALIBRATION: tuple[float, ...] = (-1.1842, 4.7543, -0.0099, -0.1443, -1.2658)
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -40,7 +42,8 @@ class EngineConfig:
         input_sizes: per-source square model input side in pixels overriding the source's default.
         source_weights: relative weight of each source in the fusion when no fusion weights file is used;
             a source's weight is split equally among its layers; sources not listed get 1.0. The default
-            favours EfficientNet-Lite2 (chosen on pf-willow-dev, see the README's results).
+            favours EfficientNet-Lite2 (chosen on pf-willow-dev); the default model uses the shipped learned
+            fusion file instead (``fusion_weights``).
         fusion_weights: path of a fusion weights file (``semcorr-fusion-v1`` safetensors, per-layer weights
             learned by training, or ``semcorr-fusion-v2``, also a learned projection per map); ``None`` uses the
             file shipped with the package when it matches the configured maps, else ``source_weights``;
