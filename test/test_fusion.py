@@ -70,3 +70,28 @@ def test_initial_weights_and_centering():
     assert cos_before > 0.99 and cos_after < 0.9
     with pytest.raises(WeightsError, match="positive"):
         FeatureFusion(["a/0"], weights=[0.0])
+
+
+def test_default_model_loads_the_shipped_learned_fusion():
+    """The package ships learned weights for the default model's maps; 'none' falls back to source_weights."""
+    from importlib import resources
+
+    from safetensors import safe_open
+
+    from semcorr_ros.config import EngineConfig
+    from semcorr_ros.engine.engine import _configured_fusion
+
+    shipped = resources.files("semcorr_ros") / "models" / "fusion_default.safetensors"
+    assert shipped.is_file()
+    with safe_open(str(shipped), framework="pt") as f:
+        logits = f.get_tensor("logits")
+    keys = ["effnet-lite2/block14", "effnet-lite2/block19", "dinov2-s-imgfocus/layer7", "dinov2-s-imgfocus/layer8",
+            "dinov2-s-imgfocus/layer9"]
+    hand_set = [0.35, 0.35, 0.1, 0.1, 0.1]
+    loaded = _configured_fusion(FeatureFusion(keys, weights=hand_set), EngineConfig().fusion_weights)
+    assert torch.allclose(loaded.logits, logits) and not loaded.projected
+    assert not torch.allclose(loaded.weights, torch.tensor(hand_set), atol=0.01)
+    kept = _configured_fusion(FeatureFusion(keys, weights=hand_set), "none")
+    assert torch.allclose(kept.weights, torch.tensor(hand_set))
+    other = _configured_fusion(FeatureFusion(["x/1", "y/1"]), None)  # other maps: the shipped file does not apply
+    assert torch.allclose(other.weights, torch.tensor([0.5, 0.5]))
