@@ -19,8 +19,9 @@ Blocks:
    scenes only: neither sees a PF-WILLOW image).
 2. ``matcher`` -- nn vs the KBCNet head on fold A of docs/kbcnet.md (trained on car(G), motorbike(G),
    winebottle(M); evaluated on car(M), motorbike(S)), and on the same fold uniform fusion vs the projected fusion
-   (`semcorr train-fusion --fusion-model projected`, trained on the same training sub-classes). The head is trained for ``--kbcnet-epochs`` (default 1);
-   when that exceeds ``--kbcnet-timeout`` the run falls back to ``--kbcnet-fallback`` (if present) and says so.
+   (`semcorr train-fusion --fusion-model projected`, trained on the same training sub-classes). The head is
+   trained for ``--kbcnet-epochs`` (default 1); when that exceeds ``--kbcnet-timeout`` the run falls back to
+   ``--kbcnet-fallback`` (if present) and says so.
 3. ``synth`` -- depth-aware off/on and KBC off/auto/on on the synthetic RGB-D scenes, read from
    ``tools/synth_benchmark.py``'s ``summary.json`` (never re-run here; ``--wait-synth-until`` polls for it).
 

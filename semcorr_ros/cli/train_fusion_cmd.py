@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from semcorr_ros.engine import CorrespondenceEngine
     from semcorr_ros.train.fusion_data import MapCache, build_pair_tensors, cache_name
     from semcorr_ros.train.fusion_split import PairSplit, load_split, make_split, save_split
-    from semcorr_ros.train.fusion_train import argmax_pck, train_fusion, write_outputs
+    from semcorr_ros.train.fusion_train import argmax_pck, train_fusion
 
     t_start = time.perf_counter()
     dataset = _dataset(args)
@@ -190,46 +190,57 @@ def run(args: argparse.Namespace) -> int:
                           "(use --dataset synth)")
     if learn_depth and not 0.0 < cfg.depth_floor < 1.0:
         raise ConfigError(f"--learn-depth starts from --depth-floor, which must be in (0, 1), got {cfg.depth_floor}")
-    result = train_fusion(train_pairs, keys, epochs=40 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
-                          batch_pairs=args.batch_pairs, temperature=args.temperature,
+    result = train_fusion(train_pairs, keys, epochs=40 if args.epochs is None else args.epochs, seed=args.seed,
+                          lr=args.lr, batch_pairs=args.batch_pairs, temperature=args.temperature,
                           learn_temperature=not args.fixed_temperature, init_logits=init, target=args.target,
                           holdout=held_pairs, progress=progress, learn_depth=learn_depth,
                           depth_floor=cfg.depth_floor, depth_spread=max(cfg.depth_spread, 0.05),
                           depth_sigma_min=cfg.depth_sigma_min)
-    out, plot = write_outputs(result, args.out)
     print("learned weights: " + ", ".join(f"{k} {v:.3f}" for k, v in result.weights.items())
           + f"; temperature {result.temperature:.4f}")
     if result.depth_floor is not None:
         print(f"learned depth-aware parameters: depth_floor {result.depth_floor:.3f}, depth_spread "
               f"{result.depth_spread:.3f} (engine flags --depth-floor/--depth-spread, ROS parameters "
               "depth_floor/depth_spread)")
-    print(f"InfoNCE loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f} (train)"
-          + (f", {result.holdout_curve[0]:.4f} -> {result.holdout_curve[-1]:.4f} (held out)"
-             if result.holdout_curve else "") + f"; wrote {out} and {plot}")
-
     variants = {**_baseline_logits(engine), "learned": result.logits}
-    summary = {
-        "dataset": args.dataset, "root": str(args.root), "split": args.split, "pairs": len(dataset),
-        "train_pairs": len(train_pairs), "holdout_pairs": len(held_pairs),
-        "train_keypoints": sum(p.num_keypoints for p in train_pairs), "split_protocol": split.info,
-        "keys": keys, "weights": result.weights, "temperature": result.temperature,
+    extra = {
+        "fusion_model": "weights",
         "depth_aware": {"learned": result.depth_floor is not None, "depth_floor": result.depth_floor,
                         "depth_spread": result.depth_spread, "init": [cfg.depth_floor, cfg.depth_spread],
                         "depth_sigma_min": cfg.depth_sigma_min,
                         "train_pairs_with_depth": sum(p.depth is not None for p in train_pairs)},
-        "fusion_model": "weights", "epochs": len(result.loss_curve) - 1, "seed": args.seed, "lr": args.lr, "batch_pairs": args.batch_pairs,
-        "target": args.target, "init": args.init, "loss_curve": result.loss_curve,
-        "holdout_loss_curve": result.holdout_curve, "out": str(out), "plot": str(plot),
-        "seconds": {"prepare": prep_s, "train": result.seconds},
         "grid_argmax_hit_rate": {name: {"train": argmax_pck(train_pairs, torch.softmax(lg, 0)),
                                         "holdout": argmax_pck(held_pairs, torch.softmax(lg, 0)) if held_pairs
                                         else None}
                                  for name, lg in variants.items()},
-        "config": cfg.to_dict(),
+    }
+    return _finish(args, dataset, split, engine, result, train_pairs, held_pairs, prep_s, t_start, extra)
+
+
+def _finish(args, dataset, split, engine, result, train_pairs, held_pairs, prep_s, t_start, extra: dict) -> int:
+    """Write the weights file and loss plot, print the loss line, write the ``--json`` summary (the fields both
+    fusion models share, plus ``extra``) and, with ``--evaluate``, run and print the held-out comparison."""
+    from semcorr_ros.train.fusion_train import write_outputs
+
+    out, plot = write_outputs(result, args.out)
+    kind = " (semcorr-fusion-v2)" if getattr(result, "projections", None) else ""
+    print(f"InfoNCE loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f} (train)"
+          + (f", {result.holdout_curve[0]:.4f} -> {result.holdout_curve[-1]:.4f} (held out)"
+             if result.holdout_curve else "") + f"; wrote {out}{kind} and {plot}")
+    summary = {
+        "dataset": args.dataset, "root": str(args.root), "split": args.split, "pairs": len(dataset),
+        "train_pairs": len(train_pairs), "holdout_pairs": len(held_pairs),
+        "train_keypoints": sum(p.num_keypoints for p in train_pairs), "split_protocol": split.info,
+        "keys": result.keys, "weights": result.weights, "temperature": result.temperature, **extra,
+        "epochs": len(result.loss_curve) - 1, "seed": args.seed, "lr": args.lr, "batch_pairs": args.batch_pairs,
+        "target": args.target, "init": args.init, "loss_curve": result.loss_curve,
+        "holdout_loss_curve": result.holdout_curve, "out": str(out), "plot": str(plot),
+        "seconds": {"prepare": prep_s, "train": result.seconds}, "config": engine.config.to_dict(),
     }
     if args.evaluate:
-        fusions = {name: _logit_fusion(engine, lg) for name, lg in variants.items()}
-        summary["holdout_eval"] = _evaluate(engine, dataset, split.holdout, fusions, progress)
+        fusions = {name: _logit_fusion(engine, lg) for name, lg in _baseline_logits(engine).items()}
+        fusions["learned"] = result.fusion(grid=engine.fusion.grid, center=engine.fusion.center)
+        summary["holdout_eval"] = _evaluate(engine, dataset, split.holdout, fusions, not args.no_progress)
         _print_eval(summary["holdout_eval"], len(split.holdout))
     summary["seconds"]["total"] = time.perf_counter() - t_start
     write_json(args.json, summary)
@@ -259,13 +270,13 @@ def _print_eval(results: dict, pairs: int) -> None:
     print(f"held-out PCK ({pairs} pairs, full engine):")
     print(f"  {'fusion':16s} {'@0.05':>7s} {'@0.1':>7s} {'@0.15':>7s}")
     for name, r in results.items():
-        print(f"  {name:16s} " + " ".join(f"{(r['pck'].get(a) or float('nan')):7.3f}" for a in ("0.05", "0.1", "0.15")))
+        print(f"  {name:16s} "
+              + " ".join(f"{(r['pck'].get(a) or float('nan')):7.3f}" for a in ("0.05", "0.1", "0.15")))
 
 
 def _run_projected(args, dataset, split, engine, cache, init, t_start) -> int:
     """``--fusion-model projected``: train, write the semcorr-fusion-v2 file, summary, optional evaluation."""
     from semcorr_ros.train.fusion_proj import build_projection_data, projected_hit_rate, train_projected_fusion
-    from semcorr_ros.train.fusion_train import write_outputs
 
     cfg = engine.config
     progress = not args.no_progress
@@ -285,38 +296,18 @@ def _run_projected(args, dataset, split, engine, cache, init, t_start) -> int:
                                     temperature=args.temperature, learn_temperature=not args.fixed_temperature,
                                     init_logits=init, target=args.target,
                                     center=cfg.center_features, holdout=held_pairs, progress=progress)
-    out, plot = write_outputs(result, args.out)
     ranks = [int(p.shape[0]) for p in result.projections]
     print("learned weights: " + ", ".join(f"{k} {v:.3f}" for k, v in result.weights.items())
           + f"; projection ranks {ranks}; temperature {result.temperature:.4f}")
-    print(f"InfoNCE loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f} (train)"
-          + (f", {result.holdout_curve[0]:.4f} -> {result.holdout_curve[-1]:.4f} (held out)"
-             if result.holdout_curve else "") + f"; wrote {out} (semcorr-fusion-v2) and {plot}")
-    summary = {
-        "dataset": args.dataset, "root": str(args.root), "split": args.split, "pairs": len(dataset),
-        "train_pairs": len(train_pairs), "holdout_pairs": len(held_pairs),
-        "train_keypoints": sum(p.num_keypoints for p in train_pairs), "split_protocol": split.info,
-        "keys": result.keys, "weights": result.weights, "temperature": result.temperature,
+    extra = {
         "fusion_model": "projected", "ranks": ranks,
         "projected": {"rank": args.rank, "proj_penalty": args.proj_penalty, "gain_penalty": args.gain_penalty,
                       "lr_proj": args.lr_proj, "lr_gain": args.lr_gain},
-        "epochs": len(result.loss_curve) - 1, "seed": args.seed, "lr": args.lr, "batch_pairs": args.batch_pairs,
-        "target": args.target, "init": args.init, "loss_curve": result.loss_curve,
-        "holdout_loss_curve": result.holdout_curve, "out": str(out), "plot": str(plot),
-        "seconds": {"prepare": prep_s, "train": result.seconds},
         "grid_argmax_hit_rate": {"learned": {
             "train": projected_hit_rate(result.model, images, train_pairs, cfg.grid),
             "holdout": projected_hit_rate(result.model, images, held_pairs, cfg.grid) if held_pairs else None}},
-        "config": cfg.to_dict(),
     }
-    if args.evaluate:
-        fusions = {name: _logit_fusion(engine, lg) for name, lg in _baseline_logits(engine).items()}
-        fusions["learned"] = result.fusion(grid=engine.fusion.grid, center=engine.fusion.center)
-        summary["holdout_eval"] = _evaluate(engine, dataset, split.holdout, fusions, progress)
-        _print_eval(summary["holdout_eval"], len(split.holdout))
-    summary["seconds"]["total"] = time.perf_counter() - t_start
-    write_json(args.json, summary)
-    return 0
+    return _finish(args, dataset, split, engine, result, train_pairs, held_pairs, prep_s, t_start, extra)
 
 
 def _evaluate(engine, dataset, indices, fusions: dict, progress) -> dict:

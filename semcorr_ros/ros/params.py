@@ -113,7 +113,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("fusion_weights", _STRING, "",
               "Fusion weights file, semcorr-fusion-v1 or -v2 (projected) ('' = the file shipped with the package "
-              "when it fits the backbone, else source_weights; 'none' = source_weights).", field="fusion_weights", read_only=True),
+              "when it fits the backbone, else source_weights; 'none' = source_weights).", field="fusion_weights",
+              read_only=True),
     _engine("matcher", _STRING, "Keypoint matcher: nn (cosine nearest neighbour) or kbcnet (the learned KBCNet "
             "head: cross-scale feature alignment + centre-pivot 4D decoder; needs kbcnet_weights or a shipped "
             "head).", choices=MATCHERS, read_only=True),

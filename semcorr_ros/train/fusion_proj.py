@@ -251,7 +251,8 @@ def train_projected_fusion(images: dict[Hashable, GridImage], pairs: Sequence[Pr
                            grid: int, rank: int = 64, epochs: int = 10, seed: int = 0, lr: float = 0.05,
                            lr_proj: float = 0.002, lr_gain: float = 0.02, proj_penalty: float = 10.0,
                            gain_penalty: float = 3.0, batch_pairs: int = 16, temperature: float = 0.05,
-                           learn_temperature: bool = True, init_logits: torch.Tensor | None = None, target: str = "bilinear", center: bool = True,
+                           learn_temperature: bool = True, init_logits: torch.Tensor | None = None,
+                           target: str = "bilinear", center: bool = True,
                            holdout: Sequence[ProjPair] = (), progress: bool = True) -> ProjectedTrainResult:
     """Learn the projected fusion with InfoNCE (see the module docstring).
 

@@ -15,8 +15,8 @@ Usage (from anywhere; ~8 s to render a scene, ~10 s per scene and variant after 
 
 Default variants: ``on`` (the defaults) and ``off`` (``depth_aware=False``). ``--variant NAME=FIELD=VALUE[,...]``
 adds one (``EngineConfig`` fields; values parsed as Python literals; ``fusion_weights='PATH'`` swaps in that fusion
-file, e.g. a projected one from ``semcorr train-fusion --fusion-model projected``). Prints a line per scene and the pooled
-PCK@0.05/0.1/0.15 per variant; ``--json`` writes them.
+file, e.g. a projected one from ``semcorr train-fusion --fusion-model projected``). Prints a line per scene and the
+pooled PCK@0.05/0.1/0.15 per variant; ``--json`` writes them.
 """
 
 from __future__ import annotations
