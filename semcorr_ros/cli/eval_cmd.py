@@ -17,8 +17,9 @@ from semcorr_ros.errors import SemcorrError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=["pf-willow", "spair", "pf-pascal", "ap10k"],
-                        help="benchmark format")
+    parser.add_argument("--dataset", required=True, choices=["pf-willow", "spair", "pf-pascal", "ap10k", "references"],
+                        help="benchmark format (references: your own views, ROOT/<category>/<view>.yaml reference "
+                             "files)")
     parser.add_argument("--root", required=True, type=Path, help="dataset folder")
     parser.add_argument("--split", default=None,
                         help="split (SPair, PF-PASCAL: trn | val | test; AP-10K: train | val | test of split1; "

@@ -33,11 +33,13 @@ from semcorr_ros.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DATASET_CHOICES = ("pf-willow", "spair", "pf-pascal", "ap10k", "synth")
+DATASET_CHOICES = ("pf-willow", "spair", "pf-pascal", "ap10k", "references", "synth")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="training data format")
+    parser.add_argument("--dataset", required=True, choices=DATASET_CHOICES,
+                        help="training data format (references: your own annotated views, "
+                             "ROOT/<category>/<view>.yaml reference files)")
     parser.add_argument("--root", type=Path, default=None, help="dataset folder (not used by synth)")
     parser.add_argument("--split", default=None,
                         help="split to train on (SPair/PF-PASCAL: trn | val | test; AP-10K: train | val | test; "

@@ -1,4 +1,5 @@
-"""Semantic-correspondence benchmarks as lazy pair datasets (PF-WILLOW, SPair-71k, PF-PASCAL, AP-10K).
+"""Semantic-correspondence benchmarks as lazy pair datasets (PF-WILLOW, SPair-71k, PF-PASCAL, AP-10K) and your own
+annotated views (reference files, ``references``).
 
 Every loader yields :class:`PairSample` (images ``uint8 [H, W, 3]`` RGB, keypoints ``[K, 2]`` 0-based ``(x, y)``
 pixels, boxes ``(x0, y0, x1, y1)``); :func:`build_dataset` picks one by name.

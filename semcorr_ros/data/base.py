@@ -267,6 +267,7 @@ DATASETS: dict[str, tuple[str, str]] = {
     "spair": ("semcorr_ros.data.spair", "SPairDataset"),
     "pf-pascal": ("semcorr_ros.data.pfpascal", "PFPascalDataset"),
     "ap10k": ("semcorr_ros.data.ap10k", "AP10KDataset"),
+    "references": ("semcorr_ros.data.references", "ReferenceDataset"),
 }
 
 
@@ -274,7 +275,7 @@ def build_dataset(name: str, root: str | Path, split: str | None = None, **kwarg
     """Construct the dataset called ``name`` (one of :data:`DATASETS`) from ``root``.
 
     Args:
-        name: ``pf-willow``, ``spair``, ``pf-pascal`` or ``ap10k``.
+        name: ``pf-willow``, ``spair``, ``pf-pascal``, ``ap10k`` or ``references`` (your own annotated views).
         root: dataset folder (the layout each loader expects is in its docstring).
         split: ``None`` for the dataset's default split (PF-WILLOW: its only split, ``test``; SPair, PF-PASCAL,
             AP-10K: ``test``).
