@@ -214,7 +214,7 @@ def test_indexing(tmp_path: Path) -> None:
 def test_build_dataset_registry(tmp_path: Path) -> None:
     make_pfwillow(tmp_path, {"a": 2})
     assert isinstance(build_dataset("pf-willow", tmp_path, split="test"), PFWillowDataset)
-    with pytest.raises(ConfigError, match="valid names: ap10k, pf-pascal, pf-willow, spair"):
+    with pytest.raises(ConfigError, match="valid names: ap10k, pf-pascal, pf-willow, references, spair"):
         build_dataset("pf-pascal-2", tmp_path)
     with pytest.raises(ConfigError, match="valid splits"):
         build_dataset("pf-willow", tmp_path, split="trn")
