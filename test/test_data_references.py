@@ -94,3 +94,17 @@ def test_train_and_evaluate_on_your_own_views(tmp_path, capsys):
                "--no-progress", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "w.json").read_text())["depth_aware"]["learned"] is True
+
+
+def test_synth_views_tool_writes_a_references_dataset(tmp_path):
+    """tools/dev/synth_views.py: rendered frames of one object as reference files, readable as pairs."""
+    pytest.importorskip("semcorr_ros.synth")
+    from _tools import load_script  # noqa: E402
+
+    tool = load_script("tools/dev/synth_views.py", "semcorr_synth_views_tool")
+    assert tool.main([str(tmp_path), "--seeds", "3", "--frames", "2", "--categories", "mug"]) == 0
+    ds = build_dataset("references", tmp_path)
+    assert ds.pair_ids == ["mug_s3/view_000-view_001", "mug_s3/view_001-view_000"]
+    s = ds[0]
+    assert s.src_image.shape == (480, 640, 3) and s.src_depth.shape == (480, 640)
+    assert "rim_front" in s.kp_names and np.isfinite(s.src_kps).all(1).sum() >= 3
