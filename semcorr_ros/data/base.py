@@ -167,6 +167,17 @@ class PairDataset:
     def _load(self, index: int) -> PairSample:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _check_single_split(self, split: str | None) -> None:
+        """For datasets with one split: accept ``None`` or a name in ``SPLITS`` (all meaning every pair).
+
+        Raises:
+            ConfigError: any other split name (lists the valid ones).
+        """
+        splits = getattr(self, "SPLITS", ())
+        if split is not None and split not in splits:
+            raise ConfigError(f"{self.name} has no split {split!r}; valid splits: {', '.join(splits)} "
+                              "(all mean every pair)")
+
 
 # -- helpers shared by the loaders -----------------------------------------------------------------------------
 

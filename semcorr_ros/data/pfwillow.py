@@ -19,7 +19,7 @@ import numpy as np
 
 from semcorr_ros.data.base import (PairDataset, PairInfo, PairSample, keypoint_bbox, load_mat_arrays, load_rgb,
                                    select_categories, subsample_evenly)
-from semcorr_ros.errors import ConfigError, DatasetError
+from semcorr_ros.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,7 @@ class PFWillowDataset(PairDataset):
     def __init__(self, root: str | Path, categories: str | list[str] | tuple[str, ...] | None = None,
                  max_pairs: int | None = None, split: str | None = None) -> None:
         super().__init__(root)
-        if split is not None and split not in self.SPLITS:
-            raise ConfigError(f"pf-willow has no split {split!r}; valid splits: {', '.join(self.SPLITS)} "
-                              "(both mean every pair)")
+        self._check_single_split(split)
         self.data_root = _find_data_root(self.root)
         folders = {d.name: d for d in self.data_root.iterdir() if d.is_dir()}
         images: dict[str, dict[str, tuple[Path | None, Path]]] = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from semcorr_ros.data.base import PairDataset, PairInfo, PairSample, keypoint_bbox, select_categories, subsample_evenly
-from semcorr_ros.errors import BadReferenceError, ConfigError, DatasetError
+from semcorr_ros.errors import BadReferenceError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,7 @@ class ReferenceDataset(PairDataset):
         from semcorr_ros.reference import load_keypoints
 
         super().__init__(root)
-        if split is not None and split not in self.SPLITS:
-            raise ConfigError(f"references has no split {split!r}; valid splits: {', '.join(self.SPLITS)} "
-                              "(both mean every pair)")
+        self._check_single_split(split)
         if not self.root.is_dir():
             raise DatasetError(f"references root {self.root} is not a folder; {_EXPECTED}")
         views: dict[str, dict[str, Path]] = {}
