@@ -62,7 +62,8 @@ class EngineConfig:
         score_threshold: matches scoring below are marked invalid.
         score_calibration: coefficients of the calibrated confidence (:mod:`semcorr_ros.engine.confidence`:
             bias, peak, cycle, prior, no_prior), fitted by ``tools/dev/calibrate_scores.py``; ``None`` gives the
-            raw score ``peak x exp(-cycle / 2)``.
+            raw score ``peak x exp(-cycle / 2)``. With ``matcher: kbcnet`` a head that carries its own calibration
+            (``semcorr train-kbcnet`` writes one) replaces the default coefficients (not other ones).
         depth_aware: weight the live feature map by how plausible each cell's depth is for the object.
         depth_floor: weight of cells at implausible depths (0 removes them, 1 disables the weighting).
         depth_sigma_min: smallest object depth spread, metres.

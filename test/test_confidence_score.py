@@ -43,3 +43,39 @@ def test_config_validation():
         EngineConfig(score_calibration=(1.0, 2.0))
     with pytest.raises(ConfigError, match="5 finite"):
         EngineConfig(score_calibration=(1.0, 2.0, 3.0, 4.0, float("nan")))
+
+
+def test_fit_logistic_recovers_the_generating_coefficients():
+    import numpy as np
+
+    from semcorr_ros.engine.confidence import fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(20000), rng.normal(size=20000)])
+    y = rng.random(20000) < 1.0 / (1.0 + np.exp(-(x @ [-0.5, 2.0])))
+    w = fit_logistic(x, y)
+    assert np.allclose(w, [-0.5, 2.0], atol=0.08)
+
+
+def test_platt_rescale_fixes_the_level_and_keeps_the_ranking():
+    import numpy as np
+
+    from semcorr_ros.engine.confidence import platt_rescale
+
+    rng = np.random.default_rng(1)
+    c = np.asarray(DEFAULT_SCORE_CALIBRATION)
+    f = np.column_stack([np.ones(5000), rng.uniform(0.3, 1.0, 5000), rng.uniform(0, 25, 5000),
+                         rng.uniform(0, 25, 5000), np.zeros(5000)])
+    z = f @ c
+    # a matcher whose matches are correct less often than the calibration says: true logit 0.5 z - 1
+    correct = rng.random(5000) < 1.0 / (1.0 + np.exp(-(0.5 * z - 1.0)))
+    new = np.asarray(platt_rescale(f, correct, c))
+    assert new.shape == (5,)
+    assert np.allclose(new[1:], 0.5 * c[1:], rtol=0.15) and abs(new[0] - (0.5 * c[0] - 1.0)) < 0.2
+    p_old, p_new = (1.0 / (1.0 + np.exp(-(f @ k))) for k in (c, new))
+    assert abs(p_new.mean() - correct.mean()) < 0.02 < abs(p_old.mean() - correct.mean())
+    assert np.array_equal(np.argsort(p_old), np.argsort(p_new))  # same ranking
+    with pytest.raises(ValueError, match="10 correct and 10 wrong"):
+        platt_rescale(f[:50], np.ones(50, bool), c)
+    with pytest.raises(ValueError, match="feature rows"):
+        platt_rescale(f[:50], np.ones(40, bool), c)

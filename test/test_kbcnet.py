@@ -222,3 +222,48 @@ def test_engine_kbcnet_matches_a_shift(tmp_path, kbc):
         assert err.max() <= 4.0
     else:  # an untrained head on toy features inside rescaled crops: most keypoints, not all (NN too misses by 5 px)
         assert (err <= 6.0).sum() >= 2
+
+
+def test_head_calibration_round_trip_and_bad_metadata(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    head = KBCNetHead(in_channels=12, keys=["a/1"], dim=8, heads=2, hidden=4)
+    path = tmp_path / "head.safetensors"
+    save_kbcnet(head, path)
+    assert load_kbcnet(path).score_calibration is None  # files without one (older heads) still load
+    head.score_calibration = (-2.0, 4.5, -0.01, -0.1, -1.0)
+    save_kbcnet(head, path)
+    assert load_kbcnet(path).score_calibration == (-2.0, 4.5, -0.01, -0.1, -1.0)
+    meta = {"format": "semcorr-kbcnet-v1", "keys": json.dumps(head.keys), "config": json.dumps(head.config)}
+    sd = {k: v.contiguous() for k, v in head.state_dict().items()}
+    for bad, why in (("[1, 2, 3]", "5 finite"), ('[1, 2, 3, 4, "nan"]', "5 finite"), ("{oops", "bad score_cal"),
+                     ("[1, 2, 3, 4, [5]]", "bad score_cal")):
+        save_file(sd, str(path), metadata={**meta, "score_calibration": bad})
+        with pytest.raises(WeightsError, match=why):
+            load_kbcnet(path)
+
+
+def test_engine_uses_the_heads_calibration_unless_told_otherwise(tmp_path):
+    from semcorr_ros.config import DEFAULT_SCORE_CALIBRATION
+    from semcorr_ros.engine.confidence import calibrated_score
+
+    torch.manual_seed(0)
+    head = KBCNetHead(in_channels=96, keys=["toy/p8", "toy2/p8"], dim=8, heads=2, hidden=4)
+    own = (-3.0, 4.0, -0.01, -0.1, -1.0)
+    head.score_calibration = own
+    path = tmp_path / "head.safetensors"
+    save_kbcnet(head, path)
+    img = texture(128, 128, seed=3)
+    kps = np.array([[40.0, 40.0], [80.0, 48.0], [56.0, 88.0]])
+    mine = (-1.0, 3.0, 0.0, 0.0, 0.0)
+    for calib, expect in ((DEFAULT_SCORE_CALIBRATION, own), (mine, mine), (None, None)):
+        eng = _engine(matcher="kbcnet", kbcnet_weights=str(path), score_calibration=calib)
+        assert eng.score_coefficients() == expect
+        eng.set_reference(img, kps)
+        res = eng.match(np.roll(img, (8, 16), axis=(0, 1)))
+        if expect is not None:
+            want = calibrated_score(torch.as_tensor(res.score_features), expect).numpy()
+            assert np.allclose(res.score, want, atol=1e-5)
+    assert _engine().score_coefficients() == DEFAULT_SCORE_CALIBRATION  # nn: the config's

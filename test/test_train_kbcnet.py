@@ -3,6 +3,8 @@ plus the training pieces (soft labels, exact fused pairs)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,35 @@ def test_smoke_head_runs_in_the_engine(tmp_path):
     src, tgt, sxy, _ = pairs[0]
     res = eng.match_pair(images[src], sxy, images[tgt])
     assert res.xy.shape == (len(sxy), 2) and np.isfinite(res.xy).all()
+
+
+def test_smoke_run_calibrates_the_heads_confidence(tmp_path, capsys):
+    """The written calibration makes the engine's mean confidence over the calibration pairs equal their accuracy
+    (a logistic fit with a bias matches the mean label), which the NN-fitted default does not."""
+    out = _smoke(tmp_path, "a")
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["score_calibration"]
+    head = load_kbcnet(out)
+    assert head.score_calibration is not None and np.allclose(head.score_calibration, printed)
+    images, pairs = kt.smoke_pairs()
+    eng = CorrespondenceEngine(EngineConfig(device="cpu", fusion_weights="none", grid=8, kbc="off",
+                                            matcher="kbcnet", kbcnet_weights=str(out)),
+                               sources=[kt.smoke_source()])
+    assert eng.score_coefficients() == head.score_calibration
+    correct, feats, used = [], [], []
+    for src, tgt, sxy, txy in pairs:
+        res = eng.match_pair(images[src], sxy, images[tgt])
+        correct += list(np.linalg.norm(res.xy - txy, axis=1) <= 0.1 * np.ptp(txy, axis=0).max())
+        feats.append(res.score_features)
+        used.append(res.score)
+    f, accuracy = np.concatenate(feats), np.mean(correct)
+    default = 1.0 / (1.0 + np.exp(-(f @ np.asarray(EngineConfig().score_calibration))))
+    assert abs(np.concatenate(used).mean() - accuracy) < 0.01
+    assert abs(default.mean() - accuracy) > 0.05  # the NN-fitted default was off for this head
+
+    plain = tmp_path / "plain.safetensors"
+    assert main(["train-kbcnet", "--smoke", "--no-calibrate", "--out", str(plain), "--no-progress"]) == 0
+    assert load_kbcnet(plain).score_calibration is None
+    assert main(["train-kbcnet", "--smoke", "--calibration-pairs", "0", "--out", str(plain), "--no-progress"]) == 1
 
 
 def test_training_needs_a_dataset_unless_smoke(capsys):

@@ -3,7 +3,11 @@
 The backbones and the fusion are the engine's (the same ``--backbone``/``--fusion-weights`` flags as ``eval``;
 the head only fits the configuration it was trained with). Each image is encoded once; the head (CSFA +
 centre-pivot 4D decoder) is trained on the training lattice ``--resolution`` with the keypoint cross-entropy of
-:mod:`semcorr_ros.train.kbcnet_train`. Writes the head (``semcorr-kbcnet-v1`` safetensors) and a loss-curve PNG.
+:mod:`semcorr_ros.train.kbcnet_train`. Then the full engine runs with the trained head over (at most
+``--calibration-pairs`` of) the training pairs and the engine's confidence calibration is rescaled to the head's
+scores (Platt scaling, :func:`semcorr_ros.train.kbcnet_train.calibrate_head`; ``--no-calibrate`` skips it): the
+head's scores sit higher than the NN matcher's, and ``kbc: auto`` and ``score_threshold`` read the confidence.
+Writes the head (``semcorr-kbcnet-v1`` safetensors, the calibration in its metadata) and a loss-curve PNG.
 
 Keep evaluation data out of training: ``--categories`` selects the training sub-classes (evaluate on the others
 with ``semcorr eval --categories ... --matcher kbcnet --kbcnet-weights OUT``).
@@ -42,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, default=2, help="CSFA attention heads (default: %(default)s)")
     parser.add_argument("--hidden", type=int, default=8, help="decoder channels (default: %(default)s)")
     parser.add_argument("--layers", type=int, default=3, help="centre-pivot convolutions (default: %(default)s)")
+    parser.add_argument("--calibration-pairs", type=int, default=300,
+                        help="training pairs (evenly subsampled) the confidence calibration is fitted on "
+                             "(default: %(default)s)")
+    parser.add_argument("--no-calibrate", action="store_true",
+                        help="keep the engine's NN-fitted confidence calibration for this head")
     parser.add_argument("--out", type=Path, default=Path("kbcnet.safetensors"), help="(default: %(default)s)")
     parser.add_argument("--plot", type=Path, default=None, help="loss-curve PNG (default: OUT with .png)")
     parser.add_argument("--smoke", action="store_true",
@@ -58,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from semcorr_ros.engine import CorrespondenceEngine
     from semcorr_ros.engine.matching import pixels_to_uv
     from semcorr_ros.errors import ConfigError
+    from semcorr_ros.eval.pck import normalisers
     from semcorr_ros.train import kbcnet_train as kt
 
     progress = not args.no_progress
@@ -67,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         engine = CorrespondenceEngine(cfg, sources=[kt.smoke_source()])
         images, raw = kt.smoke_pairs()
         pair_specs = [(s, t, sx, tx, images[s].shape, images[t].shape) for s, t, sx, tx in raw]
+        units = [float(np.ptp(tx, axis=0).max()) for _, _, _, tx in raw]
         items = list(images.items())
         dim, hidden, heads = min(args.dim, 8), min(args.hidden, 4), min(args.heads, 2)
         epochs = min(args.epochs, 3)
@@ -88,17 +99,21 @@ def run(args: argparse.Namespace) -> int:
         grid = args.resolution
         images: dict = {}
         pair_specs = []
+        units: list[float] = []
         for i in range(len(dataset)):
             s = dataset[i]
             ks, kt_ = (s.category, s.src_name), (s.category, s.tgt_name)
             images.setdefault(ks, s.src_image)
             images.setdefault(kt_, s.tgt_image)
             pair_specs.append((ks, kt_, s.src_kps, s.tgt_kps, s.src_image.shape, s.tgt_image.shape))
+            units.append(float(normalisers(s.tgt_bbox, "bbox")))
         items = list(images.items())
         dim, hidden, heads, epochs = args.dim, args.hidden, args.heads, args.epochs
         desc = f"{args.dataset} {','.join(dataset.categories)}"
     if grid < 4:
         raise ConfigError(f"--resolution must be >= 4, got {grid}")
+    if args.calibration_pairs < 1:
+        raise ConfigError(f"--calibration-pairs must be >= 1, got {args.calibration_pairs}")
     print(f"train-kbcnet: {desc}: {len(items)} images, {len(pair_specs)} pairs, lattice {grid}, maps "
           f"{engine.fusion.keys}")
     t = time.perf_counter()
@@ -117,10 +132,26 @@ def run(args: argparse.Namespace) -> int:
     info = {"data": desc, "pairs": len(pairs), "images": len(items), "resolution": grid, "epochs": epochs,
             "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size,
             "final_epoch_loss": f"{result.epoch_losses[-1]:.4f}" if result.epoch_losses else "nan"}
+    calibration = None
+    if not args.no_calibrate:
+        step = max(1, -(-len(pair_specs) // args.calibration_pairs))
+        chosen = [kt.CalibrationPair(ks, kt_, np.asarray(sxy, float), np.asarray(txy, float), unit)
+                  for (ks, kt_, sxy, txy, _, _), unit in list(zip(pair_specs, units))[::step]]
+        try:
+            calibration = kt.calibrate_head(engine, result.head, dict(items), chosen, progress=progress)
+        except ValueError as exc:
+            print(f"train-kbcnet: no confidence calibration for this head ({exc}); it keeps the engine's")
+        else:
+            print(f"confidence calibration on {len(chosen)} training pairs ({calibration.matches} matches, "
+                  f"{calibration.accuracy:.3f} correct at PCK@0.1): ECE {calibration.ece_before:.3f} with the "
+                  f"engine's -> {calibration.ece_after:.3f} rescaled (in-sample); coefficients "
+                  + ", ".join(f"{c:.4f}" for c in calibration.coefficients))
+            info["calibration_pairs"] = len(chosen)
     kt.save_trained(result, args.out, info)
     plot = args.plot or args.out.with_suffix(".png")
     kt.plot_losses(result, plot, title=f"KBCNet: {desc}")
     print("epoch losses: " + " ".join(f"{v:.3f}" for v in result.epoch_losses))
     print(f"encoded in {encode_s:.1f} s, trained in {result.seconds:.1f} s; head {args.out}  plot {plot}")
-    print(json.dumps({"out": str(args.out), "plot": str(plot), "epoch_losses": result.epoch_losses}))
+    print(json.dumps({"out": str(args.out), "plot": str(plot), "epoch_losses": result.epoch_losses,
+                      "score_calibration": None if calibration is None else list(calibration.coefficients)}))
     return 0

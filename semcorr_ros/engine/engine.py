@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from semcorr_ros.config import EngineConfig
+from semcorr_ros.config import DEFAULT_SCORE_CALIBRATION, EngineConfig
 from semcorr_ros.engine import confidence, depth_aware, geometry, kbc, multiscale, prior3d
 from semcorr_ros.engine.consensus import coarse_map, consensus_prior
 from semcorr_ros.engine.features import build_source, preferred_cpu_dtype
@@ -292,10 +292,20 @@ class CorrespondenceEngine:
                                 tgt_weights=weights, prior=prior, prior_weight=cfg.consensus_weight,
                                 prior_sigma=cfg.consensus_sigma)
         feats = confidence.score_features(m.peak, m.cycle_error, m.uv, prior, cfg.cycle_sigma, cfg.consensus_sigma)
-        score = m.score if cfg.score_calibration is None else confidence.calibrated_score(feats,
-                                                                                          cfg.score_calibration)
+        coeffs = self.score_coefficients()
+        score = m.score if coeffs is None else confidence.calibrated_score(feats, coeffs)
         xy = uv_to_pixels(m.uv, *size).double().cpu().numpy()
         return xy, score.double().cpu().numpy(), feats.double().cpu().numpy()
+
+    def score_coefficients(self) -> tuple[float, ...] | None:
+        """Calibration of the match confidence in use: the config's ``score_calibration``, except that a KBCNet
+        head with its own calibration (written by ``semcorr train-kbcnet``) replaces the engine's default one (the
+        default is fitted to the NN matcher's scores); ``None``: raw scores."""
+        coeffs = self.config.score_calibration
+        head = getattr(self.kbcnet, "score_calibration", None)
+        if head is not None and coeffs is not None and tuple(coeffs) == DEFAULT_SCORE_CALIBRATION:
+            return head
+        return coeffs
 
     def _consensus(self, ref: Reference, view: _View, fmap: torch.Tensor, depth_m: np.ndarray | None,
                    K: np.ndarray | None) -> tuple[torch.Tensor | None, str, prior3d.Prior3D | None]:

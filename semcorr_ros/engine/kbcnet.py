@@ -30,8 +30,10 @@ the nearest-neighbour matcher uses) and replaces the sparse cosine matching by a
 
 File format (``semcorr-kbcnet-v1``): a safetensors file with the head's ``state_dict`` and metadata
 ``{"format": "semcorr-kbcnet-v1", "keys": "<json list of the fusion's 'source/layer' maps>",
-"config": "<json of the constructor arguments>"}``. :func:`load_kbcnet` checks the format tag, that the maps
-the head was trained on are the engine's, and that the tensor names and shapes match exactly.
+"config": "<json of the constructor arguments>"}``, optionally ``"score_calibration": "<json list of 5
+coefficients>"`` (the head's own confidence calibration, :attr:`KBCNetHead.score_calibration`; files written
+before it existed have none). :func:`load_kbcnet` checks the format tag, that the maps the head was trained on
+are the engine's, that the tensor names and shapes match exactly and that a calibration is 5 finite numbers.
 """
 
 from __future__ import annotations
@@ -211,6 +213,9 @@ class KBCNetHead(nn.Module):
                  layers: int = 3, kernel_size: int = 3, stride: int = 2, temperature: float = 0.02) -> None:
         super().__init__()
         self.keys = list(keys)
+        #: Coefficients of :func:`semcorr_ros.engine.confidence.calibrated_score` fitted to this head's scores
+        #: (``semcorr train-kbcnet`` sets them), or ``None``.
+        self.score_calibration: tuple[float, ...] | None = None
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
         self.config: dict[str, Any] = {"in_channels": int(in_channels), "dim": int(dim), "heads": int(heads),
@@ -349,6 +354,8 @@ def save_kbcnet(head: KBCNetHead, path: str | os.PathLike, extra: dict[str, str]
     tmp = path.with_name(path.name + ".tmp")
     tensors = {k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}
     meta = {"format": FORMAT, "keys": json.dumps(head.keys), "config": json.dumps(head.config)}
+    if head.score_calibration is not None:
+        meta["score_calibration"] = json.dumps([float(c) for c in head.score_calibration])
     meta.update(extra or {})
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -399,4 +406,20 @@ def load_kbcnet(path: str | os.PathLike, keys: Sequence[str] | None = None) -> K
         if not torch.isfinite(value).all():
             raise WeightsError(f"KBCNet weights {path}: tensor {name!r} has non-finite values")
     head.load_state_dict(tensors, strict=True)
+    if "score_calibration" in meta:
+        head.score_calibration = _calibration(meta["score_calibration"], path)
     return head.eval()
+
+
+def _calibration(text: str, path: Path) -> tuple[float, ...]:
+    from semcorr_ros.engine.confidence import FEATURES
+
+    try:
+        coeffs = json.loads(text)
+        coeffs = tuple(float(c) for c in coeffs)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"KBCNet weights {path}: bad score_calibration metadata ({exc})") from exc
+    if len(coeffs) != len(FEATURES) or not all(math.isfinite(c) for c in coeffs):
+        raise WeightsError(f"KBCNet weights {path}: score_calibration needs {len(FEATURES)} finite coefficients, "
+                           f"got {coeffs}")
+    return coeffs

@@ -109,7 +109,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               field="source_weights", read_only=True),
     ParamSpec("score_calibration", _DOUBLES, None,
               "Coefficients of the calibrated confidence (bias, peak, cycle, prior, no_prior); not set: the "
-              "engine's fitted defaults.", field="score_calibration",
+              "engine's fitted defaults, or with matcher kbcnet the head's own calibration when its file has one.",
+              field="score_calibration",
               read_only=True),
     ParamSpec("fusion_weights", _STRING, "",
               "Fusion weights file, semcorr-fusion-v1 or -v2 (projected) ('' = the file shipped with the package "

@@ -208,6 +208,70 @@ def save_trained(result: TrainResult, path: Path, info: dict[str, str]) -> None:
     save_kbcnet(result.head, path, extra={f"train_{k}": str(v) for k, v in info.items()})
 
 
+@dataclass
+class CalibrationPair:
+    """A labelled pair for :func:`calibrate_head`: image keys, keypoints in pixels and the PCK length unit."""
+
+    src: Hashable
+    tgt: Hashable
+    src_xy: np.ndarray             # [K, 2] pixels (NaN rows: missing)
+    tgt_xy: np.ndarray             # [K, 2] pixels
+    unit: float                    # PCK length unit in the target, pixels (e.g. the longer side of its box)
+
+
+@dataclass
+class Calibration:
+    coefficients: tuple[float, ...]
+    matches: int
+    accuracy: float                # fraction of the matches within alpha * unit
+    ece_before: float              # of the engine's calibration on these matches
+    ece_after: float
+
+
+def calibrate_head(engine, head: KBCNetHead, images: dict, pairs: Sequence[CalibrationPair], alpha: float = 0.1,
+                   progress: bool = True) -> Calibration:
+    """Fit the head's own confidence calibration: run the full engine with ``head`` as its matcher over ``pairs``,
+    label each match correct within ``alpha`` x the pair's unit, and rescale the engine's calibration to those
+    labels (:func:`semcorr_ros.engine.confidence.platt_rescale`). ``head.score_calibration`` is set; the engine
+    is left as it was.
+
+    Raises:
+        ValueError: too few correct or wrong matches to fit (see ``platt_rescale``).
+    """
+    from tqdm import tqdm
+
+    from semcorr_ros.engine.confidence import platt_rescale
+    from semcorr_ros.eval.confidence import confidence_summary
+
+    base = engine.config.score_calibration
+    if base is None:
+        from semcorr_ros.config import DEFAULT_SCORE_CALIBRATION as base
+    saved_head, saved_cache = engine.kbcnet, engine.cache_size
+    engine.kbcnet = head.to(engine.device).eval().requires_grad_(False)
+    engine.cache_size = max(saved_cache, len(images) + 1)
+    feats, errs = [], []
+    try:
+        with torch.no_grad():
+            for p in tqdm(pairs, desc="calibrate", unit="pair", disable=not progress):
+                ok = np.isfinite(p.src_xy).all(axis=1) & np.isfinite(p.tgt_xy).all(axis=1)
+                if not ok.any():
+                    continue
+                r = engine.match_pair(images[p.src], p.src_xy[ok], images[p.tgt], src_key=p.src, tgt_key=p.tgt)
+                feats.append(r.score_features)
+                errs.append(np.linalg.norm(r.xy - p.tgt_xy[ok], axis=1) / p.unit)
+    finally:
+        engine.kbcnet, engine.cache_size = saved_head, saved_cache
+    f = np.concatenate(feats) if feats else np.zeros((0, 5))
+    e = np.concatenate(errs) if errs else np.zeros(0)
+    correct = np.isfinite(e) & (e <= alpha)
+    coeffs = platt_rescale(f, correct, base)
+    sig = lambda c: 1.0 / (1.0 + np.exp(-(f @ np.asarray(c))))  # noqa: E731
+    before = confidence_summary(e, sig(base), alpha)["ece"]
+    after = confidence_summary(e, sig(coeffs), alpha)["ece"]
+    head.score_calibration = coeffs
+    return Calibration(coeffs, int(len(e)), float(correct.mean()), float(before), float(after))
+
+
 def build_cache(engine, items: Sequence[tuple[Hashable, np.ndarray]], grid: int,
                 progress: bool = True) -> dict[Hashable, CachedImage]:
     """Encode each ``(key, image)`` once with the engine's frozen sources (batched) and cache it."""

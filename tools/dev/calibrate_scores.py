@@ -20,21 +20,9 @@ import numpy as np
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.data import build_dataset
 from semcorr_ros.engine import CorrespondenceEngine
+from semcorr_ros.engine.confidence import fit_logistic
 from semcorr_ros.eval.confidence import confidence_summary
 from semcorr_ros.eval.pck import normalisers
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iterations: int = 50) -> np.ndarray:
-    w = np.zeros(x.shape[1])
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        grad = x.T @ (p - y) + l2 * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(x.shape[1])
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    return w
 
 
 def main() -> None:
