@@ -27,6 +27,7 @@ DEFAULT_SCORE_CALIBRATION: tuple[float, ...] = (-1.1842, 4.7543, -0.0099, -0.144
 DEVICES = ("auto", "cpu", "cuda")
 KBC_MODES = ("off", "on", "auto")
 MATCHERS = ("nn", "kbcnet")
+DEPTH_CELL_MODES = ("mean", "max")
 CONSENSUS_MODES = ("auto", "2d", "3d")
 
 
@@ -69,6 +70,10 @@ class EngineConfig:
         depth_sigma_min: smallest object depth spread, metres.
         depth_spread: the object depth model's spread is at least ``depth_spread`` times the depth range of the
             reference keypoints (learnable: ``semcorr train-fusion --dataset synth`` fits it with ``depth_floor``).
+        depth_cells: how a feature cell's depth is compared with the object's depth model: ``mean`` (Gaussian
+            overlap of the cell's depth mean and variance) or ``max`` (the cell's most plausible pixel under a
+            plateau model: cells holding any pixel in the object's depth range keep weight 1); see
+            :mod:`semcorr_ros.engine.depth_aware`.
         depth_radius: half-size in pixels of the window for robust depth sampling at a keypoint.
         depth_scale: metres per unit of uint16 depth images (RealSense: 0.001).
         kbc: keypoint-bounding-box-centred cropping: ``off``, ``on`` (always) or ``auto`` (when the object
@@ -131,6 +136,7 @@ class EngineConfig:
     depth_floor: float = 0.25
     depth_sigma_min: float = 0.05
     depth_spread: float = 1.0
+    depth_cells: str = "mean"
     depth_radius: int = 2
     depth_scale: float = 0.001
     kbc: str = "auto"
@@ -176,6 +182,8 @@ class EngineConfig:
         _check_range("depth_floor", self.depth_floor, 0.0, 1.0)
         _check_range("depth_sigma_min", self.depth_sigma_min, 1e-4, 100.0)
         _check_range("depth_spread", self.depth_spread, 0.0, 10.0)
+        if self.depth_cells not in DEPTH_CELL_MODES:
+            raise ConfigError(f"depth_cells must be one of {DEPTH_CELL_MODES}, got {self.depth_cells!r}")
         _check_range("depth_radius", self.depth_radius, 0, 50)
         _check_range("depth_scale", self.depth_scale, 1e-9, 1e3)
         _check_range("kbc_margin", self.kbc_margin, 0.0, 5.0)

@@ -48,3 +48,43 @@ def test_extent_keeps_object_ends_plausible():
     w = depth_weights(d, m, grid=2, floor=0.25)
     assert w[0, 1].item() > 0.25 + 0.75 * math.exp(-0.5) - 1e-6     # far end of the object: >= e^{-1/2} term
     assert w[1, 0].item() < 0.26                                    # background 1 m behind: at the floor
+
+
+def test_max_cells_keep_silhouette_cells_and_flatten_the_object():
+    import pytest
+
+    m = DepthModel(mean=1.0, sigma=0.2)
+    d = torch.full((4, 4), 3.0)                     # background wall 2 m behind the object
+    d[:2, :2] = 1.15                                # cell (0, 0): object, 0.15 m behind the median (inside s)
+    d[2, 2] = 0.95                                  # cell (1, 1): one object pixel among wall pixels (silhouette)
+    d[2:, :2] = float("nan")                        # cell (1, 0): no valid pixel
+    # cell (0, 1): all wall
+    w = depth_weights(d, m, grid=2, floor=0.25, cells="max")
+    assert w[0, 0].item() == 1.0                    # plateau: anywhere within s of the median keeps 1
+    assert w[1, 1].item() == 1.0                    # one plausible pixel is enough
+    assert w[1, 0].item() == 1.0                    # no depth: neutral
+    expect = 0.25 + 0.75 * math.exp(-((2.0 - 0.2) ** 2) / (2 * 0.2 ** 2))
+    assert abs(w[0, 1].item() - expect) < 1e-6      # wall: the Gaussian tail beyond s
+    # the mean statistic down-weights the same object and silhouette cells
+    wm = depth_weights(d, m, grid=2, floor=0.25)
+    assert wm[0, 0].item() < 0.95 and wm[1, 1].item() < 0.5
+    d2 = torch.full((2, 2), 1.5)                    # 0.5 m away: 0.3 beyond s -> tail
+    w2 = depth_weights(d2, m, grid=1, floor=0.0, cells="max")
+    assert abs(w2.item() - math.exp(-(0.3 ** 2) / (2 * 0.04))) < 1e-6
+    with pytest.raises(ValueError, match="cells must be one of"):
+        depth_weights(d, m, grid=2, floor=0.25, cells="median")
+
+
+def test_config_and_cli_take_the_cell_statistic():
+    import pytest
+
+    from semcorr_ros.cli import build_parser
+    from semcorr_ros.cli.common import engine_config
+    from semcorr_ros.config import EngineConfig
+    from semcorr_ros.errors import ConfigError
+
+    assert EngineConfig().depth_cells == "mean"
+    with pytest.raises(ConfigError, match="depth_cells must be one of"):
+        EngineConfig(depth_cells="median")
+    args = build_parser().parse_args(["bench", "--depth-cells", "max"])
+    assert engine_config(args).depth_cells == "max"

@@ -50,7 +50,8 @@ def test_depth_gives_3d_points_and_identity_pose():
     assert np.allclose(res.pose.R, np.eye(3), atol=0.01) and np.abs(res.pose.t).max() < 0.03
 
 
-def test_depth_aware_rejects_a_same_looking_distractor_at_the_wrong_depth():
+@pytest.mark.parametrize("cells", ["mean", "max"])
+def test_depth_aware_rejects_a_same_looking_distractor_at_the_wrong_depth(cells):
     obj = texture(32, 32, seed=5)
     ref = np.zeros((128, 128, 3), np.uint8)
     ref[48:80, 48:80] = obj
@@ -61,7 +62,7 @@ def test_depth_aware_rejects_a_same_looking_distractor_at_the_wrong_depth():
     depth[72:120, 72:120] = 1.0
     ref_depth = np.full((128, 128), 1.0, np.float32)
     kps = np.array([[56.0, 56.0], [70.0, 60.0], [60.0, 72.0]])
-    eng = make_engine(depth_floor=0.0)
+    eng = make_engine(depth_floor=0.0, depth_cells=cells)
     eng.set_reference(ref, kps, depth=ref_depth)
     # The first pass must pick something at the object's depth to seed the model: bias it by shading the copy.
     live_b = live.copy()

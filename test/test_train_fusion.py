@@ -234,6 +234,9 @@ def test_cli_learn_depth_needs_rgbd_data(tmp_path, capsys):
     rc = main(["train-fusion", "--dataset", "pf-willow", "--root", str(root.parent), "--learn-depth", "--epochs", "1",
                "--out", str(tmp_path / "f.safetensors"), "--no-progress", "--device", "cpu"])
     assert rc == 1 and "--learn-depth needs RGB-D" in capsys.readouterr().err
+    rc = main(["train-fusion", "--dataset", "pf-willow", "--root", str(root.parent), "--learn-depth",
+               "--depth-cells", "max", "--out", str(tmp_path / "f.safetensors"), "--no-progress"])
+    assert rc == 1 and "--depth-cells mean only" in capsys.readouterr().err
 
 
 def test_cli_trains_on_a_willow_fixture(tmp_path, capsys):

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from semcorr_ros.config import CONSENSUS_MODES, DEFAULT_SOURCES, KBC_MODES, MATCHERS, EngineConfig
+from semcorr_ros.config import (CONSENSUS_MODES, DEFAULT_SOURCES, DEPTH_CELL_MODES, KBC_MODES, MATCHERS,
+                                 EngineConfig)
 from semcorr_ros.errors import ConfigError
 
 _DEFAULTS = EngineConfig()
@@ -44,6 +45,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--depth-spread", type=float, default=_DEFAULTS.depth_spread,
                    help="object depth spread as a multiple of the reference keypoints' depth range "
                         "(default: %(default)s)")
+    g.add_argument("--depth-cells", choices=DEPTH_CELL_MODES, default=_DEFAULTS.depth_cells,
+                   help="depth-aware cell statistic: mean (Gaussian overlap of the cell's mean depth) or max (the "
+                        "cell's most plausible pixel; see docs/accuracy.md) (default: %(default)s)")
     g.add_argument("--score-threshold", type=float, default=_DEFAULTS.score_threshold,
                    help="matches below are invalid (default: %(default)s)")
     g.add_argument("--softargmax-radius", type=int, default=_DEFAULTS.softargmax_radius,
@@ -92,7 +96,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(sources=sources, weights=weights, fusion_weights=args.fusion_weights, device=args.device,
                         fp16=args.fp16, cpu_bf16=not args.no_cpu_bf16, kbc=args.kbc, kbc_margin=args.kbc_margin,
                         kbc_max_fraction=args.kbc_max_fraction, depth_aware=not args.no_depth_aware,
-                        depth_floor=args.depth_floor, depth_spread=args.depth_spread,
+                        depth_floor=args.depth_floor, depth_spread=args.depth_spread, depth_cells=args.depth_cells,
                         score_threshold=args.score_threshold, softargmax_radius=args.softargmax_radius,
                         softargmax_temperature=args.softargmax_temperature,
                         consensus_prior=args.consensus_prior, consensus_weight=args.consensus_weight,

@@ -146,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
     from semcorr_ros.train.fusion_train import argmax_pck, train_fusion
 
     t_start = time.perf_counter()
+    if args.learn_depth and args.depth_cells != "mean":
+        raise ConfigError(f"--learn-depth fits the depth-aware parameters of --depth-cells mean only, got "
+                          f"--depth-cells {args.depth_cells}")
     dataset = _dataset(args)
     progress = not args.no_progress
     if args.split_file is not None:
@@ -187,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
 
     has_depth = any(p.depth is not None for p in train_pairs)
     learn_depth = has_depth if args.learn_depth is None else args.learn_depth
+    if args.depth_cells != "mean" and learn_depth:
+        print(f"train-fusion: --depth-cells {args.depth_cells}: the depth-aware parameters are not learned")
+        learn_depth = False
     if learn_depth and not has_depth:
         raise ConfigError(f"--learn-depth needs RGB-D training data; {args.dataset} pairs have no depth "
                           "(use --dataset synth)")

@@ -27,6 +27,20 @@ and ``w_c = 1`` where the cell has no valid depth (no evidence either way). The 
 ``w`` (``F'_c = w_c F_c``), so the cosine similarity to a reference descriptor is scaled by ``w_c``: cells at
 depths implausible for the object (background, distractors in front) lose the argmax, while the ranking among
 cells at plausible depths is unchanged. ``floor`` and ``sigma_min`` are the module's parameters.
+
+**Cell statistic** (engine option ``depth_cells``). The formula above (``mean``, the default) summarises a cell
+by one Gaussian, which has two costs measured on the synthetic scenes: a keypoint on the object's silhouette sits
+in a cell whose mean depth is pulled towards the background, so its cell loses weight; and inside the object the
+Gaussian's slope (``e^{-1/2}`` at ``s``) re-ranks cells by their distance to the median, so the soft-argmax drifts
+towards the median depth. Together they cost 3 points of PCK@0.05 on normal-size objects. ``max`` asks instead
+whether the object *can* be in the cell: every valid pixel ``p`` gets a plateau weight (1 anywhere in the object's
+depth range ``[m - s, m + s]``, a Gaussian tail of width ``s`` outside) and the cell takes its most plausible
+pixel,
+
+    g_p = exp(-max(|D_p - m| - s, 0)^2 / (2 s^2)),    w_c = floor + (1 - floor) * max_{p in c} g_p,
+
+so a cell holding any pixel at a plausible depth keeps weight 1 and only cells entirely at implausible depths
+are down-weighted (again ``w_c = 1`` without valid pixels).
 """
 
 from __future__ import annotations
@@ -95,7 +109,12 @@ def fit_depth_model(z: np.ndarray, weights: np.ndarray | None = None, extent: fl
     return DepthModel(mean=float(m), sigma=float(sigma))
 
 
-def depth_weights(depth: torch.Tensor, model: DepthModel, grid: int, floor: float) -> torch.Tensor:
+#: Cell statistics of :func:`depth_weights` (module docstring).
+CELL_MODES = ("mean", "max")
+
+
+def depth_weights(depth: torch.Tensor, model: DepthModel, grid: int, floor: float,
+                  cells: str = "mean") -> torch.Tensor:
     """Relative depth weight of every cell (see the module docstring).
 
     Args:
@@ -103,14 +122,31 @@ def depth_weights(depth: torch.Tensor, model: DepthModel, grid: int, floor: floa
         model: the object's depth model.
         grid: lattice side.
         floor: weight at implausible depths, in [0, 1].
+        cells: ``mean`` (Gaussian overlap of the cell's depth mean/variance) or ``max`` (the cell's most plausible
+            pixel under the plateau model).
 
     Returns:
         ``[G, G]`` weights in ``[floor, 1]``; 1 where a cell has no valid depth.
     """
+    if cells == "max":
+        return _pixel_max_weights(depth, model, grid, floor)
+    if cells != "mean":
+        raise ValueError(f"cells must be one of {CELL_MODES}, got {cells!r}")
     mean, var, valid = cell_depth_stats(depth, grid)
     gauss = torch.exp(-((mean - model.mean) ** 2) / (2.0 * (model.sigma ** 2 + var)))
     w = floor + (1.0 - floor) * gauss
     return torch.where(valid, w, torch.ones_like(w))
+
+
+def _pixel_max_weights(depth: torch.Tensor, model: DepthModel, grid: int, floor: float) -> torch.Tensor:
+    d = depth.float()
+    ok = torch.isfinite(d) & (d > 0)
+    excess = ((torch.where(ok, d, torch.zeros_like(d)) - model.mean).abs() - model.sigma).clamp_min(0.0)
+    g = torch.exp(-(excess ** 2) / (2.0 * model.sigma ** 2))
+    g = torch.where(ok, g, torch.full_like(g, -1.0))  # invalid pixels never win the max
+    best = F.adaptive_max_pool2d(g[None, None], (grid, grid))[0, 0]
+    w = floor + (1.0 - floor) * best.clamp_min(0.0)
+    return torch.where(best >= 0.0, w, torch.ones_like(w))
 
 
 def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:

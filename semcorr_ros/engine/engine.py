@@ -267,7 +267,7 @@ class CorrespondenceEngine:
         if model is None:
             return fmap
         wts = depth_aware.depth_weights(torch.from_numpy(depth_m).to(self.device), model, fmap.shape[-1],
-                                        self.config.depth_floor)
+                                        self.config.depth_floor, self.config.depth_cells)
         return fmap * wts[None]
 
     def _depth_model(self, depth_m: np.ndarray, xy: np.ndarray, score: np.ndarray | None,
@@ -403,7 +403,7 @@ class CorrespondenceEngine:
             model = self._depth_model(depth_m, xy, score, ref.depth_extent)
             if model is not None:
                 wts = depth_aware.depth_weights(torch.from_numpy(depth_m).to(self.device), model,
-                                                fmap.shape[-1], cfg.depth_floor)
+                                                fmap.shape[-1], cfg.depth_floor, cfg.depth_cells)
                 xy, score, feats = self._match_view(ref.full, fmap, (w, h), wts, prior)
         timings["match"] = time.perf_counter() - t
 
@@ -438,7 +438,7 @@ class CorrespondenceEngine:
                     cdepth = kbc.crop(depth_m, box)
                     model = self._depth_model(cdepth, cxy, score, ref.depth_extent) or model
                     weights = depth_aware.depth_weights(torch.from_numpy(cdepth).to(self.device), model,
-                                                        cfmap.shape[-1], cfg.depth_floor)
+                                                        cfmap.shape[-1], cfg.depth_floor, cfg.depth_cells)
                     cxy, score, feats = self._match_view(ref_crop, cfmap, csize, weights, cprior)
                 xy = kbc.from_crop(cxy, box)
                 kbc_used = True

@@ -19,7 +19,7 @@ __all__ = ["EngineUpdates", "REFERENCE_AFFECTING_FIELDS"]
 
 #: EngineConfig fields used when the reference is encoded: changing one re-encodes the active reference.
 REFERENCE_AFFECTING_FIELDS = frozenset({"kbc", "kbc_margin", "depth_aware", "depth_floor", "depth_sigma_min",
-                                        "depth_spread", "depth_radius"})
+                                        "depth_spread", "depth_cells", "depth_radius"})
 _NOTHING = object()
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from semcorr_ros.config import CONSENSUS_MODES, DEVICES, KBC_MODES, MATCHERS, EngineConfig
+from semcorr_ros.config import CONSENSUS_MODES, DEPTH_CELL_MODES, DEVICES, KBC_MODES, MATCHERS, EngineConfig
 from semcorr_ros.errors import BadReferenceError, ConfigError
 from semcorr_ros.reference import ReferenceSpec, load_reference, parse_intrinsics, read_depth
 
@@ -150,6 +150,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
             (1e-4, 100.0)),
     _engine("depth_spread", _DOUBLE, "Object depth spread as a multiple of the reference keypoints' depth range "
             "(learned by train-fusion on RGB-D data). Re-encodes the reference.", (0.0, 10.0)),
+    _engine("depth_cells", _STRING, "Depth-aware cell statistic: mean (Gaussian overlap of the cell's mean depth "
+            "with the object's) or max (the cell's most plausible pixel: cells holding any pixel in the object's "
+            "depth range keep weight 1). Re-encodes the reference.", choices=DEPTH_CELL_MODES),
     _engine("depth_radius", _INT, "Half-size in pixels of the window for robust depth sampling at a keypoint. "
             "Re-encodes the reference.", (0, 50)),
     _engine("multiscale", _DOUBLES, "Input-size scales every backbone is run at (e.g. [0.75, 1.0, 1.25]); the "
