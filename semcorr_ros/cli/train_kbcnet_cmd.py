@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         split = args.split or ("trn" if args.dataset == "spair" else None)
         dataset = build_dataset(args.dataset, args.root, split=split, **kwargs)
         cfg = engine_config(args)
-        engine = CorrespondenceEngine(cfg.replace(device="cpu") if cfg.device == "auto" else cfg)
+        engine = CorrespondenceEngine(cfg)  # --device auto: CUDA when available (encoding and training)
         grid = args.resolution
         images: dict = {}
         pair_specs = []
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--resolution must be >= 4, got {grid}")
     if args.calibration_pairs < 1:
         raise ConfigError(f"--calibration-pairs must be >= 1, got {args.calibration_pairs}")
-    print(f"train-kbcnet: {desc}: {len(items)} images, {len(pair_specs)} pairs, lattice {grid}, maps "
-          f"{engine.fusion.keys}")
+    print(f"train-kbcnet: {desc}: {len(items)} images, {len(pair_specs)} pairs, lattice {grid}, device "
+          f"{engine.device}, maps {engine.fusion.keys}")
     t = time.perf_counter()
     cache = kt.build_cache(engine, items, grid, progress=progress)
     encode_s = time.perf_counter() - t
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     weights = engine.fusion.weights.detach().cpu().float()
     result = kt.train_head(cache, pairs, engine.fusion.keys, weights, engine.fusion.center, epochs=epochs,
                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, dim=dim, heads=heads,
-                           hidden=hidden, layers=args.layers, progress=progress,
+                           hidden=hidden, layers=args.layers, progress=progress, device=engine.device,
                            on_epoch=lambda e, v: print(f"epoch {e + 1}/{epochs}: mean loss {v:.4f}", flush=True))
     info = {"data": desc, "pairs": len(pairs), "images": len(items), "resolution": grid, "epochs": epochs,
             "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size,

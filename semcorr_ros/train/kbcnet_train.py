@@ -88,8 +88,8 @@ def soft_labels(uv: torch.Tensor, h: int, w: int) -> torch.Tensor:
     x0, y0 = x.floor().long().clamp(max=w - 1), y.floor().long().clamp(max=h - 1)
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
     fx, fy = x - x0, y - y0
-    out = torch.zeros(uv.shape[0], h * w)
-    rows = torch.arange(uv.shape[0])
+    out = torch.zeros(uv.shape[0], h * w, dtype=uv.dtype, device=uv.device)
+    rows = torch.arange(uv.shape[0], device=uv.device)
     for xi, yi, wt in ((x0, y0, (1 - fx) * (1 - fy)), (x1, y0, fx * (1 - fy)), (x0, y1, (1 - fx) * fy),
                        (x1, y1, fx * fy)):
         out.index_put_((rows, yi * w + xi), wt, accumulate=True)
@@ -117,8 +117,13 @@ def train_head(cache: dict[Hashable, CachedImage], pairs: Sequence[TrainPair], k
                fusion_weights: torch.Tensor, center: bool, *, epochs: int = 4, batch_size: int = 4, lr: float = 2e-3,
                seed: int = 0, dim: int = 32, heads: int = 2, hidden: int = 8, layers: int = 3,
                temperature: float = 0.02, progress: bool = True,
-               on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train a fresh head on cached pairs (Adam, cosine learning-rate decay). Deterministic for a seed."""
+               on_epoch: Callable[[int, float], None] | None = None,
+               device: str | torch.device = "cpu") -> TrainResult:
+    """Train a fresh head on cached pairs (Adam, cosine learning-rate decay). Deterministic for a seed on the CPU.
+
+    The cache stays in host memory; each batch's fused maps are built there and moved to ``device`` (e.g.
+    ``cuda``), where the head trains. The returned head is on the CPU.
+    """
     from tqdm import tqdm
 
     if not pairs:
@@ -129,7 +134,8 @@ def train_head(cache: dict[Hashable, CachedImage], pairs: Sequence[TrainPair], k
     channels = sum(m.shape[0] for m in first.maps)
     head = KBCNetHead(channels, keys=keys, dim=dim, heads=heads, hidden=hidden, layers=layers,
                       temperature=temperature)
-    head.train()
+    device = torch.device(device)
+    head.to(device).train()
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(pairs) / batch_size)
     total = max(1, epochs * steps_per_epoch)
@@ -160,7 +166,8 @@ def train_head(cache: dict[Hashable, CachedImage], pairs: Sequence[TrainPair], k
                 valid[i, :len(a)] = ok
             if not valid.any():
                 continue
-            loss = keypoint_loss(head, torch.stack(src), torch.stack(tgt), src_uv, tgt_uv, valid)
+            loss = keypoint_loss(head, torch.stack(src).to(device), torch.stack(tgt).to(device), src_uv.to(device),
+                                 tgt_uv.to(device), valid.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -176,7 +183,7 @@ def train_head(cache: dict[Hashable, CachedImage], pairs: Sequence[TrainPair], k
             on_epoch(epoch, mean)
     bar.close()
     result.seconds = time.perf_counter() - t0
-    head.eval()
+    head.cpu().eval()
     return result
 
 
