@@ -51,6 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from semcorr_ros.config import DEPTH_CELL_MODES
+
 
 @dataclass
 class DepthModel:
@@ -109,10 +111,6 @@ def fit_depth_model(z: np.ndarray, weights: np.ndarray | None = None, extent: fl
     return DepthModel(mean=float(m), sigma=float(sigma))
 
 
-#: Cell statistics of :func:`depth_weights` (module docstring).
-CELL_MODES = ("mean", "max")
-
-
 def depth_weights(depth: torch.Tensor, model: DepthModel, grid: int, floor: float,
                   cells: str = "mean") -> torch.Tensor:
     """Relative depth weight of every cell (see the module docstring).
@@ -131,7 +129,7 @@ def depth_weights(depth: torch.Tensor, model: DepthModel, grid: int, floor: floa
     if cells == "max":
         return _pixel_max_weights(depth, model, grid, floor)
     if cells != "mean":
-        raise ValueError(f"cells must be one of {CELL_MODES}, got {cells!r}")
+        raise ValueError(f"cells must be one of {DEPTH_CELL_MODES}, got {cells!r}")
     mean, var, valid = cell_depth_stats(depth, grid)
     gauss = torch.exp(-((mean - model.mean) ** 2) / (2.0 * (model.sigma ** 2 + var)))
     w = floor + (1.0 - floor) * gauss

@@ -247,12 +247,11 @@ def calibrate_head(engine, head: KBCNetHead, images: dict, pairs: Sequence[Calib
     """
     from tqdm import tqdm
 
-    from semcorr_ros.engine.confidence import platt_rescale
+    from semcorr_ros.config import DEFAULT_SCORE_CALIBRATION
+    from semcorr_ros.engine.confidence import calibrated_score, platt_rescale
     from semcorr_ros.eval.confidence import confidence_summary
 
-    base = engine.config.score_calibration
-    if base is None:
-        from semcorr_ros.config import DEFAULT_SCORE_CALIBRATION as base
+    base = engine.config.score_calibration or DEFAULT_SCORE_CALIBRATION
     saved_head, saved_cache = engine.kbcnet, engine.cache_size
     engine.kbcnet = head.to(engine.device).eval().requires_grad_(False)
     engine.cache_size = max(saved_cache, len(images) + 1)
@@ -272,9 +271,8 @@ def calibrate_head(engine, head: KBCNetHead, images: dict, pairs: Sequence[Calib
     e = np.concatenate(errs) if errs else np.zeros(0)
     correct = np.isfinite(e) & (e <= alpha)
     coeffs = platt_rescale(f, correct, base)
-    sig = lambda c: 1.0 / (1.0 + np.exp(-(f @ np.asarray(c))))  # noqa: E731
-    before = confidence_summary(e, sig(base), alpha)["ece"]
-    after = confidence_summary(e, sig(coeffs), alpha)["ece"]
+    before, after = (confidence_summary(e, calibrated_score(torch.from_numpy(f), c).numpy(), alpha)["ece"]
+                     for c in (base, coeffs))
     head.score_calibration = coeffs
     return Calibration(coeffs, int(len(e)), float(correct.mean()), float(before), float(after))
 
