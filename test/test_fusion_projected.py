@@ -236,3 +236,74 @@ def test_cli_trains_a_projected_fusion_that_eval_loads(tmp_path, capsys):
     rc = main(["train-fusion", "--dataset", "pf-willow", "--root", str(root), "--fusion-model", "projected",
                "--learn-depth", "--out", str(tmp_path / "x.safetensors"), "--no-progress", "--device", "cpu"])
     assert rc == 1 and "not supported with --fusion-model projected" in capsys.readouterr().err
+
+
+# -- choosing the number of epochs on a validation split -------------------------------------------------------------
+
+class _Pairs:
+    """pair_info over (category, src, tgt) triples: the dataset interface group_split needs."""
+
+    def __init__(self, triples):
+        from semcorr_ros.data.base import PairInfo
+
+        self.infos = [PairInfo(f"{c}/{a}-{b}", c, a, b) for c, a, b in triples]
+
+    def pair_info(self, i):
+        return self.infos[i]
+
+
+def test_group_split_keeps_scenes_whole():
+    from semcorr_ros.train.fusion_split import group_split
+
+    # 5 synthetic scenes of 4 frames (reference -> frame pairs), the same scene names in two categories
+    triples = [(c, f"s{s}_ref", f"s{s}_f{i}") for c in ("mug", "lamp") for s in range(5) for i in range(4)]
+    ds = _Pairs(triples)
+    idx = list(range(len(triples)))
+    fit, val = group_split(ds, idx, 0.3, seed=0)
+    assert sorted(fit + val) == idx and not set(fit) & set(val)
+    assert len(val) >= 0.3 * len(idx) and fit
+    scene = lambda i: (triples[i][0], triples[i][1])  # noqa: E731
+    assert not {scene(i) for i in fit} & {scene(i) for i in val}      # no scene on both sides
+    assert all(sum(scene(j) == scene(i) for j in val) == 4 for i in val)  # whole scenes
+    assert group_split(ds, idx, 0.3, seed=0) == (fit, val) and group_split(ds, idx, 0.3, seed=1) != (fit, val)
+    # images shared across pairs join their groups: a chain a-b, b-c is one group
+    with pytest.raises(ConfigError, match="at least two independent groups"):
+        group_split(_Pairs([("x", "a", "b"), ("x", "b", "c")]), [0, 1], 0.5)
+    with pytest.raises(ConfigError, match="fraction must be in"):
+        group_split(ds, idx, 1.0)
+
+
+def test_validation_curve_and_best_epoch(toy_data):
+    engine, images, pairs, held = toy_data
+    res = train_projected_fusion(images, pairs, engine.fusion.keys, 16, rank=8, epochs=4, batch_pairs=1, seed=3,
+                                 progress=False, proj_penalty=1.0, validation=held)
+    assert len(res.validation_curve) == 5 and all(0.0 <= v <= 1.0 for v in res.validation_curve)
+    assert res.validation_curve[-1] == projected_hit_rate(res.model, images, held, 16)  # the final model's
+    best = res.best_epoch()
+    assert res.validation_curve[best] == max(res.validation_curve)
+    assert all(res.validation_curve[e] < res.validation_curve[best] for e in range(best))  # earliest on ties
+    assert train_projected_fusion(images, pairs, engine.fusion.keys, 16, rank=8, epochs=1, progress=False,
+                                  batch_pairs=1).best_epoch() is None
+
+
+def test_cli_validation_chooses_the_epochs(tmp_path, capsys):
+    root = tmp_path / "willow"
+    write_willow(root)
+    out = tmp_path / "proj.safetensors"
+    rc = main(["train-fusion", "--dataset", "pf-willow", "--root", str(root), "--fusion-model", "projected",
+               "--rank", "16", "--epochs", "3", "--validation", "0.4", "--out", str(out),
+               "--json", str(tmp_path / "s.json"), "--no-progress", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "s.json").read_text())
+    sel = s["projected"]["epoch_selection"]
+    assert sel["validation_pairs"] == 6 and sel["fit_pairs"] == 6 and len(sel["hit_rate_curve"]) == 4
+    assert sel["chosen_epochs"] == max(range(4), key=lambda e: (sel["hit_rate_curve"][e], -e))
+    assert s["epochs"] == sel["chosen_epochs"] and s["train_pairs"] == 12   # retrained on all training pairs
+    assert "epoch choice on 6 validation pairs" in capsys.readouterr().out
+    rc = main(["train-fusion", "--dataset", "pf-willow", "--root", str(root), "--validation", "0.4",
+               "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert rc == 1 and "--fusion-model projected only" in capsys.readouterr().err
+    rc = main(["train-fusion", "--dataset", "pf-willow", "--root", str(root), "--fusion-model", "projected",
+               "--holdout-categories", "other(G)", "--validation", "0.4", "--out", str(out), "--no-progress",
+               "--device", "cpu"])
+    assert rc == 1 and "at least two independent groups" in capsys.readouterr().err

@@ -82,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-proj", type=float, default=0.002, help="learning rate of the projections (default: "
                                                                  "%(default)s)")
     g.add_argument("--lr-gain", type=float, default=0.02, help="learning rate of the log-gains (default: %(default)s)")
+    g.add_argument("--validation", type=float, default=0.0, metavar="FRACTION",
+                   help="choose the number of epochs (up to --epochs) on this fraction of the training pairs, held "
+                        "out as whole independent groups (synthetic scenes, sub-classes), by argmax hit rate; then "
+                        "train on all training pairs for that many epochs (default: off, train --epochs)")
     parser.add_argument("--out", type=Path, default=Path("fusion.safetensors"),
                         help="weights file to write; the loss curve goes to <stem>_loss.png (default: %(default)s)")
     g = parser.add_argument_group("held-out evaluation")
@@ -147,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     from semcorr_ros.train.fusion_train import argmax_pck, train_fusion
 
     t_start = time.perf_counter()
+    if args.validation and args.fusion_model != "projected":
+        raise ConfigError("--validation chooses the epochs of --fusion-model projected only")
     if args.learn_depth and args.depth_cells != "mean":
         raise ConfigError(f"--learn-depth fits the depth-aware parameters of --depth-cells mean only, got "
                           f"--depth-cells {args.depth_cells}")
@@ -286,32 +292,51 @@ def _print_eval(results: dict, pairs: int) -> None:
 def _run_projected(args, dataset, split, engine, cache, init, t_start) -> int:
     """``--fusion-model projected``: train, write the semcorr-fusion-v2 file, summary, optional evaluation."""
     from semcorr_ros.train.fusion_proj import build_projection_data, projected_hit_rate, train_projected_fusion
+    from semcorr_ros.train.fusion_split import group_split
 
     cfg = engine.config
     progress = not args.no_progress
     if args.learn_depth:
         raise ConfigError("--learn-depth is not supported with --fusion-model projected (train the depth "
                           "parameters with the weights model)")
+    fit_idx = val_idx = None
+    if args.validation:
+        fit_idx, val_idx = group_split(dataset, split.train, args.validation, args.seed)
     t = time.perf_counter()
     images, train_pairs = build_projection_data(dataset, split.train, cache, cfg.grid, progress=progress)
     images, held_pairs = build_projection_data(dataset, split.holdout, cache, cfg.grid, images, progress)
     prep_s = time.perf_counter() - t
     if not train_pairs:
         raise ConfigError("no training pair has a valid keypoint")
-    result = train_projected_fusion(images, train_pairs, engine.fusion.keys, cfg.grid, rank=args.rank,
-                                    epochs=10 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
-                                    lr_proj=args.lr_proj, lr_gain=args.lr_gain, proj_penalty=args.proj_penalty,
-                                    gain_penalty=args.gain_penalty, batch_pairs=args.batch_pairs,
-                                    temperature=args.temperature, learn_temperature=not args.fixed_temperature,
-                                    init_logits=init, target=args.target,
-                                    center=cfg.center_features, holdout=held_pairs, progress=progress)
+    options = dict(rank=args.rank, seed=args.seed, lr=args.lr, lr_proj=args.lr_proj, lr_gain=args.lr_gain,
+                   proj_penalty=args.proj_penalty, gain_penalty=args.gain_penalty, batch_pairs=args.batch_pairs,
+                   temperature=args.temperature, learn_temperature=not args.fixed_temperature, init_logits=init,
+                   target=args.target, center=cfg.center_features, progress=progress)
+    epochs = 10 if args.epochs is None else args.epochs
+    selection = None
+    if val_idx is not None:
+        images, fit_pairs = build_projection_data(dataset, fit_idx, cache, cfg.grid, images, progress)
+        images, val_pairs = build_projection_data(dataset, val_idx, cache, cfg.grid, images, progress)
+        if not fit_pairs or not val_pairs:
+            raise ConfigError("--validation left no usable fitting or validation pair")
+        probe = train_projected_fusion(images, fit_pairs, engine.fusion.keys, cfg.grid, epochs=epochs,
+                                       validation=val_pairs, **options)
+        chosen = probe.best_epoch()
+        print(f"epoch choice on {len(val_pairs)} validation pairs (fitted on {len(fit_pairs)}): argmax hit rate per "
+              "epoch " + " ".join(f"{v:.3f}" for v in probe.validation_curve) + f" -> {chosen} epochs")
+        selection = {"fraction": args.validation, "fit_pairs": len(fit_pairs), "validation_pairs": len(val_pairs),
+                     "validation_pair_ids": [dataset.pair_info(i).pair_id for i in val_idx],
+                     "hit_rate_curve": probe.validation_curve, "max_epochs": epochs, "chosen_epochs": chosen}
+        epochs = chosen
+    result = train_projected_fusion(images, train_pairs, engine.fusion.keys, cfg.grid, epochs=epochs,
+                                    holdout=held_pairs, **options)
     ranks = [int(p.shape[0]) for p in result.projections]
     print("learned weights: " + ", ".join(f"{k} {v:.3f}" for k, v in result.weights.items())
           + f"; projection ranks {ranks}; temperature {result.temperature:.4f}")
     extra = {
         "fusion_model": "projected", "ranks": ranks,
         "projected": {"rank": args.rank, "proj_penalty": args.proj_penalty, "gain_penalty": args.gain_penalty,
-                      "lr_proj": args.lr_proj, "lr_gain": args.lr_gain},
+                      "lr_proj": args.lr_proj, "lr_gain": args.lr_gain, "epoch_selection": selection},
         "grid_argmax_hit_rate": {"learned": {
             "train": projected_hit_rate(result.model, images, train_pairs, cfg.grid),
             "holdout": projected_hit_rate(result.model, images, held_pairs, cfg.grid) if held_pairs else None}},

@@ -237,6 +237,13 @@ class ProjectedTrainResult(TrainResult):
     projections: list[torch.Tensor] = field(default_factory=list)
     center: bool = True
     model: ProjectedFusionModel | None = None
+    validation_curve: list[float] = field(default_factory=list)   # hit rate on the validation pairs per epoch
+
+    def best_epoch(self) -> int | None:
+        """The epoch (0 = start) with the highest validation hit rate, the earliest on ties; None without one."""
+        if not self.validation_curve:
+            return None
+        return int(max(range(len(self.validation_curve)), key=lambda e: (self.validation_curve[e], -e)))
 
     def fusion(self, grid: int | None = None, center: bool | None = None) -> FeatureFusion:
         """A projected :class:`FeatureFusion` (``semcorr-fusion-v2``) with the learned parameters."""
@@ -253,12 +260,15 @@ def train_projected_fusion(images: dict[Hashable, GridImage], pairs: Sequence[Pr
                            gain_penalty: float = 3.0, batch_pairs: int = 16, temperature: float = 0.05,
                            learn_temperature: bool = True, init_logits: torch.Tensor | None = None,
                            target: str = "bilinear", center: bool = True,
-                           holdout: Sequence[ProjPair] = (), progress: bool = True) -> ProjectedTrainResult:
+                           holdout: Sequence[ProjPair] = (), validation: Sequence[ProjPair] = (),
+                           progress: bool = True) -> ProjectedTrainResult:
     """Learn the projected fusion with InfoNCE (see the module docstring).
 
     Args:
         images: grid images of every pair's source and target (:func:`build_projection_data`).
-        pairs: training pairs; ``holdout``: pairs whose loss is tracked per epoch (never trained on).
+        pairs: training pairs; ``holdout``: pairs whose loss is tracked per epoch (never trained on);
+            ``validation``: pairs whose argmax hit rate (:func:`projected_hit_rate`) is tracked per epoch
+            (``validation_curve`` of the result, epoch 0 = the start), to choose the number of epochs.
         keys: the fusion's map names, in order (one per map of the images).
         grid: the fusion grid side of the images.
         rank: projection rank per map (capped at the map's channels).
@@ -295,6 +305,7 @@ def train_projected_fusion(images: dict[Hashable, GridImage], pairs: Sequence[Pr
     gen = torch.Generator().manual_seed(int(seed))
     curve = [_mean_loss(model, images, pairs, grid, target)]
     hcurve = [_mean_loss(model, images, holdout, grid, target)] if holdout else []
+    vcurve = [projected_hit_rate(model, images, validation, grid)] if validation else []
     bar = tqdm(range(epochs), desc="train-fusion (projected)", unit="epoch", disable=not progress)
 
     def step(batch: list[ProjPair]) -> float:
@@ -310,8 +321,10 @@ def train_projected_fusion(images: dict[Hashable, GridImage], pairs: Sequence[Pr
         curve.append(run_epoch(pairs, batch_pairs, gen, step))
         if holdout:
             hcurve.append(_mean_loss(model, images, holdout, grid, target))
+        if validation:
+            vcurve.append(projected_hit_rate(model, images, validation, grid))
         bar.set_postfix(loss=f"{curve[-1]:.4f}", tau=f"{float(model.log_tau.detach().exp()):.4f}")
     bar.close()
     return ProjectedTrainResult(list(keys), model.logits.detach().clone(), float(model.log_tau.detach().exp()),
                                 curve, hcurve, time.perf_counter() - t0, projections=model.folded_projections(),
-                                center=center, model=model)
+                                center=center, model=model, validation_curve=vcurve)

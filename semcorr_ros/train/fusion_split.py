@@ -88,6 +88,46 @@ def make_split(dataset, image_fraction: float = 0.0, categories: Sequence[str] =
     return PairSplit(train, holdout, info)
 
 
+def group_split(dataset, indices: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split the pairs ``indices`` into ``(fit, validation)`` by independent groups: the connected components of
+    the graph whose nodes are images and whose edges are pairs (a synthetic scene: its reference and its frames;
+    a PF-WILLOW sub-class: all its images), so that no image is shared. Whole groups, in a seeded random order,
+    go to validation until it holds at least ``fraction`` of the pairs; at least one group stays for fitting.
+
+    Raises:
+        ConfigError: ``fraction`` outside ``(0, 1)`` or fewer than two groups.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"validation fraction must be in (0, 1), got {fraction}")
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    infos = {i: dataset.pair_info(i) for i in indices}
+    for info in infos.values():
+        a, b = root((info.category, info.src_name)), root((info.category, info.tgt_name))
+        parent[a] = b
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, info in infos.items():
+        groups.setdefault(root((info.category, info.src_name)), []).append(i)
+    ordered = sorted(groups.values(), key=lambda g: min(infos[i].pair_id for i in g))
+    if len(ordered) < 2:
+        raise ConfigError("a validation split needs at least two independent groups of training pairs (scenes, "
+                          f"sub-classes); these {len(infos)} pairs form one")
+    perm = _rng(seed, "validation").permutation(len(ordered))
+    val: list[int] = []
+    for j in perm[:-1]:
+        if len(val) >= fraction * len(infos):
+            break
+        val += ordered[j]
+    held = set(val)
+    return [i for i in indices if i not in held], sorted(val)
+
+
 def save_split(split: PairSplit, dataset, path: str | Path) -> None:
     """Write ``split`` as pair ids (``semcorr-split-v1`` JSON)."""
     path = Path(path)
