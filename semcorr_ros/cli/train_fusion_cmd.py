@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the metric to the training categories (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="(default: 40 for weights, 10 for projected; a projected fusion trained on rendered "
-                             "scenes generalises to other instances with 2: docs/training.md, 'Projected fusion')")
+                             "scenes generalises to other instances with 2-3: use --validation to choose; "
+                             "docs/training.md, 'Projected fusion')")
     parser.add_argument("--seed", type=int, default=0, help="pair order and holdout selection (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--batch-pairs", type=int, default=16, help="pairs per step (default: %(default)s)")
