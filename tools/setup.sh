@@ -5,7 +5,9 @@
 #   3. point the ROS wheels' exported CMake files at this venv's Python/NumPy headers,
 #   4. configure, build and install the package (messages + Python modules + launchers) into the
 #      venv with CMake, in symlink mode: installed .py files are links to the sources,
-#   5. check that `rclpy` and `semcorr_ros.msg` import from the venv.
+#   5. check that `rclpy` and `semcorr_ros.msg` import from the venv,
+#   6. install the real ROS 2 launch system (`launch`, `launch_ros`) for the launch tests from
+#      ../shared/ros2-launch-kit when that folder exists (without it those tests skip).
 # Safe to re-run at any time; re-run it after adding or removing Python files or messages.
 #
 # Usage: bash tools/setup.sh
@@ -102,5 +104,14 @@ from semcorr_ros.msg import Correspondence, CorrespondenceArray
 assert "site-packages" in semcorr_ros.__file__, semcorr_ros.__file__
 ') || die "semcorr_ros.msg does not import from .venv"
 [[ -x "$VENV/bin/semcorr" && -x "$VENV/lib/semcorr_ros/correspond_node" ]] || die "launchers not installed"
+
+# 6. launch system for the launch tests (test infrastructure from ../shared, never copied here) ----
+KIT_INSTALL="$ROOT/../shared/ros2-launch-kit/install.sh"
+if [[ -f "$KIT_INSTALL" ]]; then
+    say "installing the ROS 2 launch system from ../shared/ros2-launch-kit (launch tests)"
+    bash "$KIT_INSTALL" "$VENV" || die "installing ../shared/ros2-launch-kit failed"
+else
+    say "../shared/ros2-launch-kit not found: the launch tests (test/test_launch_real.py) will skip"
+fi
 
 say "done in $((SECONDS - START_S)) s: run the tests with 'bash tools/test.sh'"
