@@ -11,19 +11,38 @@ A reference is a YAML file::
       handle_top: [412.0, 188.5]
       rim_front: [300, 220]
 
-Loading checks everything and raises :class:`~semcorr_ros.errors.BadReferenceError` naming the problem, so a
-caller (the node) can keep its previous reference active.
+Loading checks everything and raises :class:`~semcorr_ros.errors.BadReferenceError` naming the field and the
+problem -- never any other exception -- so a caller (the node) can keep its previous reference active.
+
+The work a reference can cause is bounded: at most ``max_keypoints`` keypoints (default
+:data:`MAX_KEYPOINTS`) and at most ``max_pixels`` image pixels (default :data:`MAX_PIXELS`, checked from the
+file header before any pixel is decoded, so a decompression bomb costs nothing). Images are opened as PNG or
+JPEG only, depth as 16-bit PNG or ``.npy`` only.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
-from semcorr_ros.errors import BadReferenceError
+from semcorr_ros.errors import BadReferenceError, SemcorrError
+
+__all__ = ["MAX_KEYPOINTS", "MAX_PIXELS", "ReferenceSpec", "load_keypoints", "load_reference", "parse_intrinsics",
+           "read_depth", "read_image"]
+
+#: Default cap on the keypoints of one reference (matching cost grows linearly with it).
+MAX_KEYPOINTS = 128
+#: Default cap on the pixels of a reference image or depth map (4096 x 4096).
+MAX_PIXELS = 4096 * 4096
+#: Formats Pillow may open for reference images (and, PNG only, for depth).
+IMAGE_FORMATS = ("PNG", "JPEG")
+_MAX_YAML_BYTES = 1 << 20  # a reference YAML is a few hundred bytes; this bounds a wrong file given by mistake
 
 
 @dataclass
@@ -39,45 +58,89 @@ class ReferenceSpec:
     intrinsics: np.ndarray | None = None
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 [H, W, 3] RGB; :class:`BadReferenceError` if missing or unreadable."""
-    from PIL import Image, UnidentifiedImageError
+def _open_checked(path: Path, what: str, formats: tuple[str, ...], max_pixels: int) -> Any:
+    """Open ``path`` with Pillow restricted to ``formats``; refuse more than ``max_pixels`` before decoding."""
+    import warnings
 
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is ours
+            im = Image.open(path, formats=list(formats))
+    except Image.DecompressionBombError as exc:
+        raise BadReferenceError(f"{what} {path} declares more pixels than the limit of {max_pixels} (parameter "
+                                f"max_image_pixels): {exc}") from exc
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise BadReferenceError(f"{what} {path} is {w}x{h} = {w * h} pixels, more than the limit of {max_pixels} "
+                                f"(parameter max_image_pixels)")
+    return im
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a PNG or JPEG file as uint8 [H, W, 3] RGB.
+
+    Raises:
+        BadReferenceError: missing, unreadable, another format, or more than ``max_pixels`` pixels.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadReferenceError(f"image file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with _open_checked(path, "image", IMAGE_FORMATS, max_pixels) as im:
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BadReferenceError(f"cannot read image {path}: {exc}") from exc
+    except SemcorrError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- Pillow raises many kinds (OSError, SyntaxError, zlib, ...)
+        raise BadReferenceError(f"cannot read image {path} (PNG or JPEG expected): "
+                                f"{type(exc).__name__}: {exc}") from exc
 
 
-def read_depth(path: str | Path, depth_scale: float = 0.001) -> np.ndarray:
+def read_depth(path: str | Path, depth_scale: float = 0.001, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a depth file: 16-bit PNG (units * ``depth_scale``, 0 invalid) or ``.npy`` (metres).
 
     Returns float32 [H, W] metres with NaN where invalid.
-    """
-    from PIL import Image, UnidentifiedImageError
 
+    Raises:
+        BadReferenceError: missing, unreadable, not [H, W], not numeric, or more than ``max_pixels`` pixels.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadReferenceError(f"depth file not found: {path}")
     try:
         if path.suffix == ".npy":
-            d = np.load(path, allow_pickle=False).astype(np.float32)
+            header = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
+            if header.ndim != 2:
+                raise BadReferenceError(f"depth {path} must be a single-channel [H, W] array, got shape "
+                                        f"{header.shape}")
+            if header.size > max_pixels:
+                raise BadReferenceError(f"depth {path} has {header.size} pixels, more than the limit of "
+                                        f"{max_pixels} (parameter max_image_pixels)")
+            if header.dtype.kind not in "uif":
+                raise BadReferenceError(f"depth {path} must hold numbers (metres), got dtype {header.dtype}")
+            d = np.array(header, dtype=np.float32)
+            del header
         else:
-            with Image.open(path) as im:
+            with _open_checked(path, "depth image", ("PNG",), max_pixels) as im:
                 raw = np.asarray(im)
             if raw.dtype.kind not in "ui":
                 raise BadReferenceError(f"depth image {path} must be an integer (16-bit) image, got {raw.dtype}")
             d = raw.astype(np.float32) * np.float32(depth_scale)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BadReferenceError(f"cannot read depth {path}: {exc}") from exc
+    except SemcorrError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- numpy and Pillow raise many kinds on corrupt files
+        raise BadReferenceError(f"cannot read depth {path} (16-bit PNG or .npy expected): "
+                                f"{type(exc).__name__}: {exc}") from exc
     if d.ndim != 2:
         raise BadReferenceError(f"depth {path} must be a single-channel [H, W] image, got shape {d.shape}")
     d[~np.isfinite(d) | (d <= 0)] = np.nan
     return d
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def parse_intrinsics(value: object, where: str = "intrinsics") -> np.ndarray:
@@ -94,21 +157,35 @@ def parse_intrinsics(value: object, where: str = "intrinsics") -> np.ndarray:
     return arr
 
 
-def load_keypoints(path: str | Path) -> tuple[dict, list[str], np.ndarray]:
-    """Parse the YAML and its ``keypoints`` mapping: ``(document, names, [K, 2] pixels)``."""
+def load_keypoints(path: str | Path, max_keypoints: int = MAX_KEYPOINTS) -> tuple[dict, list[str], np.ndarray]:
+    """Parse the YAML and its ``keypoints`` mapping: ``(document, names, [K, 2] pixels)``.
+
+    Raises:
+        BadReferenceError: missing file, not YAML, no keypoints, a keypoint that is not ``[x, y]`` numbers, a
+            name that is not a string or number, or more than ``max_keypoints`` keypoints.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadReferenceError(f"reference file not found: {path}")
     try:
+        if path.stat().st_size > _MAX_YAML_BYTES:
+            raise BadReferenceError(f"reference file {path} is larger than {_MAX_YAML_BYTES} bytes: not a "
+                                    f"reference YAML")
         doc = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except SemcorrError:
+        raise
+    except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError) as exc:
         raise BadReferenceError(f"reference file {path} is not valid YAML: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("keypoints"), dict) or not doc["keypoints"]:
         raise BadReferenceError(f"reference file {path} needs a non-empty 'keypoints' mapping of name: [x, y]")
+    if len(doc["keypoints"]) > max_keypoints:
+        raise BadReferenceError(f"reference file {path} has {len(doc['keypoints'])} keypoints, more than the limit "
+                                f"of {max_keypoints} (parameter max_reference_keypoints)")
     names, pts = [], []
     for name, xy in doc["keypoints"].items():
-        if (not isinstance(xy, (list, tuple)) or len(xy) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xy)):
+        if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
+            raise BadReferenceError(f"keypoint names in {path} must be non-empty strings, got {name!r}")
+        if (not isinstance(xy, (list, tuple)) or len(xy) != 2 or not all(_is_number(v) for v in xy)):
             raise BadReferenceError(f"keypoint {name!r} in {path} must be [x, y] numbers, got {xy!r}")
         names.append(str(name))
         pts.append([float(xy[0]), float(xy[1])])
@@ -118,32 +195,77 @@ def load_keypoints(path: str | Path) -> tuple[dict, list[str], np.ndarray]:
     return doc, names, kps
 
 
-def load_reference(path: str | Path, image_path: str | Path | None = None) -> ReferenceSpec:
+def _path_field(doc: dict, key: str, path: Path) -> Path | None:
+    """The file named by ``doc[key]`` (None when absent or empty), resolved relative to ``path``."""
+    entry = doc.get(key)
+    if entry is None or entry == "":
+        return None
+    if not isinstance(entry, str):
+        raise BadReferenceError(f"field {key!r} in {path} must be a file path, got {type(entry).__name__} "
+                                f"{entry!r}")
+    return _resolve(path, entry)
+
+
+def _depth_scale(doc: dict, path: Path) -> float:
+    value = doc.get("depth_scale", 0.001)
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) <= 0:
+        raise BadReferenceError(f"field 'depth_scale' in {path} must be a positive number (metres per depth unit), "
+                                f"got {value!r}")
+    return float(value)
+
+
+def _reference_id(doc: dict, path: Path) -> str:
+    value = doc.get("reference_id")
+    if value is None or value == "":
+        return path.stem
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise BadReferenceError(f"field 'reference_id' in {path} must be a string, got {value!r}")
+    return str(value)
+
+
+def load_reference(path: str | Path, image_path: str | Path | None = None, *, max_keypoints: int = MAX_KEYPOINTS,
+                   max_pixels: int = MAX_PIXELS) -> ReferenceSpec:
     """Load a reference YAML (and the files it names, relative to it).
 
     Args:
         path: the YAML file.
         image_path: overrides the YAML's ``image`` entry.
+        max_keypoints: refuse references with more keypoints.
+        max_pixels: refuse images and depth maps with more pixels.
+
+    Raises:
+        BadReferenceError: anything wrong with the file or the files it names (the message names the field).
     """
     path = Path(path)
-    doc, names, kps = load_keypoints(path)
-    img_entry = image_path if image_path is not None else doc.get("image")
-    if img_entry is None:
+    try:
+        return _load_reference(path, image_path, max_keypoints, max_pixels)
+    except SemcorrError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a reference of any kind must never escape as another error
+        raise BadReferenceError(f"reference file {path} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_reference(path: Path, image_path: str | Path | None, max_keypoints: int, max_pixels: int) -> ReferenceSpec:
+    doc, names, kps = load_keypoints(path, max_keypoints)
+    image_file = Path(image_path) if image_path is not None else _path_field(doc, "image", path)
+    if image_file is None:
         raise BadReferenceError(f"reference file {path} names no 'image' (and none was given)")
-    image = read_image(_resolve(path, img_entry))
+    image = read_image(image_file, max_pixels)
     h, w = image.shape[:2]
     outside = (kps[:, 0] < -0.5) | (kps[:, 0] > w - 0.5) | (kps[:, 1] < -0.5) | (kps[:, 1] > h - 0.5)
     if outside.any():
         bad = [names[i] for i in np.where(outside)[0]]
         raise BadReferenceError(f"keypoints {bad} in {path} lie outside the {w}x{h} reference image")
     depth = None
-    if doc.get("depth"):
-        depth = read_depth(_resolve(path, doc["depth"]), float(doc.get("depth_scale", 0.001)))
+    depth_file = _path_field(doc, "depth", path)
+    scale = _depth_scale(doc, path)
+    if depth_file is not None:
+        depth = read_depth(depth_file, scale, max_pixels)
         if depth.shape != (h, w):
             raise BadReferenceError(f"reference depth is {depth.shape[1]}x{depth.shape[0]} but the image is {w}x{h}")
     K = parse_intrinsics(doc["intrinsics"], f"intrinsics in {path}") if doc.get("intrinsics") is not None else None
-    return ReferenceSpec(reference_id=str(doc.get("reference_id") or path.stem), image=image, names=names,
-                         keypoints=kps, depth=depth, intrinsics=K)
+    return ReferenceSpec(reference_id=_reference_id(doc, path), image=image, names=names, keypoints=kps,
+                         depth=depth, intrinsics=K)
 
 
 def _resolve(base: Path, entry: str | Path) -> Path:
