@@ -6,7 +6,6 @@ exists); without them the launch tests skip.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -28,9 +27,12 @@ KIT_NOT_INSTALLED = "ros2-launch-kit not installed in this venv (../shared/ros2-
 
 def launch_kit_problem() -> str | None:
     """Why the real launch system cannot be used here (None when ``launch`` and ``launch_ros`` import)."""
-    if all(importlib.util.find_spec(name) is not None for name in ("launch", "launch_ros")):
-        return None
-    return KIT_NOT_INSTALLED if KIT.is_dir() else KIT_MISSING
+    try:
+        import launch  # noqa: F401
+        import launch_ros  # noqa: F401
+    except ImportError:
+        return KIT_NOT_INSTALLED if KIT.is_dir() else KIT_MISSING
+    return None
 
 
 def require_launch_kit() -> None:

@@ -90,13 +90,16 @@ def test_launch_arguments_have_defaults_and_descriptions(tree: ast.Module) -> No
 def test_launch_remappings_and_overrides_name_the_node_interface(tree: ast.Module) -> None:
     from rcl_interfaces.msg import ParameterType
 
-    from semcorr_ros.ros.node import INPUT_TOPICS
+    from semcorr_ros.ros import node
     from semcorr_ros.ros.params import PARAMETERS_BY_NAME
 
     topics: tuple[str, ...] = _module_constant(tree, "CAMERA_TOPICS")
-    inputs = set(INPUT_TOPICS.values())
+    inputs = set(node.INPUT_TOPICS.values())
     assert inputs <= set(topics), f"inputs not remapped: {inputs - set(topics)}"
-    for topic in set(topics) - inputs:  # the rest: compressed transports of a raw input
+    compressed = getattr(node, "COMPRESSED_INPUT_TOPICS", None)
+    if compressed is not None:  # the node reads compressed transports: exactly those are remapped too
+        assert set(topics) == inputs | set(compressed.values())
+    for topic in set(topics) - inputs:  # image_transport's names for a raw input
         assert any(topic == raw + suffix for raw in inputs for suffix in COMPRESSED_SUFFIXES), topic
     arguments = _module_constant(tree, "PARAMETER_ARGUMENTS")
     assert set(arguments) == FROM_PARAMS_FILE
