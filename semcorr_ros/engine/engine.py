@@ -362,7 +362,8 @@ class CorrespondenceEngine:
 
     def match(self, image: np.ndarray, depth: np.ndarray | None = None,
               intrinsics: np.ndarray | None = None, cache_key: Hashable | None = None,
-              object_box: Sequence[float] | None = None) -> MatchResult:
+              object_box: Sequence[float] | None = None, *,
+              distortion: geometry.Distortion | None = None) -> MatchResult:
         """Match the active reference's keypoints into one live frame.
 
         Args:
@@ -372,6 +373,10 @@ class CorrespondenceEngine:
             cache_key: reuse cached full-image features under this key (evaluation).
             object_box: optional ``(x0, y0, x1, y1)`` pixels of the object in the live frame (a detector, a
                 tracker, a benchmark's box): KBC frames its crop around it instead of the first-pass matches.
+            distortion: optional lens distortion of the live image (``image`` and ``depth`` unrectified, e.g.
+                :func:`semcorr_ros.ros.convert.camera_info_to_camera`); used only to lift the matched pixels to
+                3D (matching runs on the image as it is; the reference is taken as undistorted). None or
+                all-zero coefficients: the pinhole lift, unchanged.
 
         Returns:
             :class:`MatchResult` (pixels, scores, validity, 3D points in the live camera optical frame).
@@ -386,6 +391,8 @@ class CorrespondenceEngine:
         h, w = image.shape[:2]
         depth_m = None if depth is None else geometry.validate_depth(depth, (h, w), cfg.depth_scale)
         K = None if intrinsics is None else geometry.validate_intrinsics(intrinsics)
+        if distortion is not None and not isinstance(distortion, geometry.Distortion):
+            raise InputError(f"distortion must be a geometry.Distortion or None, got {type(distortion).__name__}")
         fmap = self.encode(image, ref.full.means, cache_key)
         timings["features"] = time.perf_counter() - t0
 
@@ -452,7 +459,7 @@ class CorrespondenceEngine:
         pose = None
         if depth_m is not None and K is not None:
             t = time.perf_counter()
-            points, has_3d = geometry.lift(depth_m, xy, K, cfg.depth_radius)
+            points, has_3d = geometry.lift(depth_m, xy, K, cfg.depth_radius, distortion=distortion)
             has_3d &= valid
             points[~has_3d] = np.nan
             timings["lift"] = time.perf_counter() - t

@@ -23,7 +23,7 @@ from __future__ import annotations
 import array
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -31,6 +31,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from semcorr_ros.errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # importing semcorr_ros.engine loads torch: camera_info_to_camera imports it when called
+    from semcorr_ros.engine.geometry import Distortion
 
 __all__ = [
     "COLOR_ENCODINGS",
@@ -45,6 +48,7 @@ __all__ = [
     "cloud_to_points",
     "stamp_to_sec",
     "sec_to_stamp",
+    "camera_info_to_camera",
 ]
 
 #: Supported colour encodings: name -> (channels in the message, message channel for output R, G, B).
@@ -550,3 +554,61 @@ def sec_to_stamp(t: float) -> Time:
     if not _INT32_MIN <= sec <= _INT32_MAX:
         raise InputError(f"time stamp {t!r} s is outside the int32 seconds range of builtin_interfaces/Time")
     return Time(sec=int(sec), nanosec=nanosec)
+
+
+# ----------------------------------------------------------------------------------------------- camera model
+
+
+def camera_info_to_camera(msg: CameraInfo, rectified: bool = False) -> tuple[np.ndarray, Distortion | None]:
+    """The camera model of a ``sensor_msgs/CameraInfo`` for lifting pixels of its images to 3D.
+
+    Args:
+        msg: the camera's CameraInfo.
+        rectified: False (default) for the raw images (``image_raw``, RealSense's colour and aligned depth):
+            ``K`` from ``msg.k`` and the lens distortion from ``distortion_model`` + ``d``. True for images that
+            image_proc has rectified (``image_rect``, ``image_rect_color``): intrinsics from the left 3x3 of
+            the projection matrix ``msg.p`` and no distortion. The translation column of ``P`` (a stereo
+            baseline) and the rectification rotation ``R`` are not applied: 3D points come out in the
+            rectified camera's own optical frame (the raw frame when ``R`` is the identity, as for monocular
+            cameras).
+
+    Returns:
+        ``(K, distortion)``: ``float64 [3, 3]`` intrinsics in pixels and a
+        :class:`~semcorr_ros.engine.geometry.Distortion`, or None when there is none to apply (rectified, an
+        empty ``d``, or all coefficients zero -- whatever the model says). Models: ``plumb_bob`` (5
+        coefficients), ``rational_polynomial`` (8), ``equidistant`` (4); a longer ``d`` is accepted when its
+        extra entries are all zero (e.g. OpenCV's 14-entry vector without thin-prism and tilt terms).
+        ``binning_x/y`` and ``roi`` are not applied (``K`` is for the full-resolution sensor image).
+
+    Raises:
+        InputError: ``k`` (or ``p``) of the wrong size, all zero (uncalibrated), non-finite, ``fx/fy <= 0`` or
+            (rectified) a bottom row other than ``[0, 0, 1]``; non-finite ``d``; non-zero coefficients with an
+            unknown or empty model (lists the supported ones); too few coefficients, or non-zero extra ones.
+    """
+    from semcorr_ros.engine.geometry import DISTORTION_MODELS, Distortion
+
+    if rectified:
+        p = np.asarray(msg.p, dtype=np.float64).reshape(-1)
+        if p.size != 12:
+            raise InputError(f"CameraInfo.p must have 12 entries, got {p.size}")
+        K = p.reshape(3, 4)[:, :3].copy()
+        _check_K(K, "CameraInfo.p")
+        if not np.array_equal(K[2], [0.0, 0.0, 1.0]):
+            raise InputError(f"CameraInfo.p: the left 3x3 must end in the row [0, 0, 1], got {K[2].tolist()}")
+        return K, None
+    K = camera_info_to_K(msg)
+    d = np.asarray(msg.d, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(d)):
+        raise InputError(f"CameraInfo.d has non-finite entries: {d.tolist()}")
+    if not np.any(d):
+        return K, None
+    model = msg.distortion_model
+    names = DISTORTION_MODELS.get(model)
+    if names is None:
+        raise InputError(f"CameraInfo.distortion_model {model!r} is not supported (d = {d.tolist()}); "
+                         f"supported: {', '.join(DISTORTION_MODELS)}")
+    n = len(names)
+    if d.size < n or np.any(d[n:]):
+        raise InputError(f"CameraInfo.d for {model} must hold {n} coefficients ({', '.join(names)}; further "
+                         f"entries only if zero), got {d.size}: {d.tolist()}")
+    return K, Distortion(model, tuple(d[:n].tolist()))
