@@ -14,8 +14,8 @@ outputs live under its name: ``<namespace>/<node_name>/matches``, ``.../matches_
 second instance.
 
 Parameters come from ``params_file`` (the package's config/correspond.yaml unless given). The launch arguments
-``device``, ``debug_image`` and ``reference_file`` override it only when they are given: left unset (empty),
-the params file's values stay. Without a ROS 2 installation (plain venv) run the same node with
+``device``, ``debug_image``, ``reference_file`` and ``use_sim_time`` override it only when they are given:
+left unset (empty), the params file's values stay. Without a ROS 2 installation (plain venv) run the same node with
 ``correspond_node --ros-args --params-file config/correspond.yaml`` (see docs/node.md).
 """
 
@@ -45,6 +45,7 @@ PARAMETER_ARGUMENTS = {
     "device": ("device", "str"),
     "debug_image": ("publish_debug_image", "bool"),
     "reference_file": ("reference_file", "str"),
+    "use_sim_time": ("use_sim_time", "bool"),
 }
 
 #: Launch arguments, name -> (default, description). A default of "" means "from the params file".
@@ -80,8 +81,9 @@ LAUNCH_ARGUMENTS = {
         "",
         "Namespace of the node, e.g. /robot1 (the node is then /robot1/<node_name>). Empty: the root."),
     "use_sim_time": (
-        "false",
-        "Use the /clock topic as the node's time source (true or false); sets the parameter use_sim_time."),
+        "",
+        "Use the /clock topic as the node's time source (true or false); sets the parameter use_sim_time. "
+        "Empty: the params file's (false when it has none)."),
     "respawn": (
         "false",
         "Restart the node when its process exits (true or false); never while the launch is shutting down."),
@@ -121,15 +123,13 @@ def parse_seconds(name: str, text: str) -> float:
 def parameter_overrides(values: dict[str, str]) -> dict[str, Any]:
     """Parameter overrides from the launch arguments' values: only the arguments given non-empty.
 
-    ``use_sim_time`` is always set (a boolean launch argument with a default).
-
     Args:
         values: launch argument name -> value (the launch configurations).
 
     Raises:
         ValueError: a boolean argument is neither true nor false.
     """
-    overrides: dict[str, Any] = {"use_sim_time": parse_bool("use_sim_time", values["use_sim_time"])}
+    overrides: dict[str, Any] = {}
     for argument, (parameter, kind) in PARAMETER_ARGUMENTS.items():
         text = values.get(argument, "")
         if not text:

@@ -29,7 +29,7 @@ PARAMS = REPO / "config" / "correspond.yaml"
 REQUIRED_ARGUMENTS = {"camera_namespace", "params_file", "device", "debug_image", "reference_file", "log_level",
                       "node_name", "namespace", "use_sim_time", "respawn", "respawn_delay"}
 #: Arguments that must default to "" (= the params file's value), so that leaving them out overrides nothing.
-FROM_PARAMS_FILE = {"device", "debug_image", "reference_file"}
+FROM_PARAMS_FILE = {"device", "debug_image", "reference_file", "use_sim_time"}
 #: Topics of the compressed image transports, by the raw input they carry.
 COMPRESSED_SUFFIXES = ("/compressed", "/compressedDepth")
 
@@ -81,8 +81,8 @@ def test_launch_arguments_have_defaults_and_descriptions(tree: ast.Module) -> No
     defaults = {name: default for name, (default, _description) in declared.items()}
     assert {name: defaults[name] for name in FROM_PARAMS_FILE} == dict.fromkeys(FROM_PARAMS_FILE, "")
     assert defaults["params_file"] is None  # the package's config/correspond.yaml, a substitution
-    assert {k: defaults[k] for k in ("namespace", "use_sim_time", "respawn", "respawn_delay")} == {
-        "namespace": "", "use_sim_time": "false", "respawn": "false", "respawn_delay": "2.0"}
+    assert {k: defaults[k] for k in ("namespace", "respawn", "respawn_delay")} == {
+        "namespace": "", "respawn": "false", "respawn_delay": "2.0"}
     used = {_const(c.args[0]) for c in _calls(tree, "LaunchConfiguration") if c.args} - {None}
     assert used <= set(declared), f"undeclared launch arguments: {used - set(declared)}"
 
@@ -105,6 +105,9 @@ def test_launch_remappings_and_overrides_name_the_node_interface(tree: ast.Modul
     assert set(arguments) == FROM_PARAMS_FILE
     kinds = {"str": ParameterType.PARAMETER_STRING, "bool": ParameterType.PARAMETER_BOOL}
     for argument, (parameter, kind) in arguments.items():
+        if parameter == "use_sim_time":  # declared by rclpy itself on every node (a bool)
+            assert kind == "bool"
+            continue
         assert parameter in PARAMETERS_BY_NAME, f"{argument} overrides {parameter}, not a node parameter"
         assert PARAMETERS_BY_NAME[parameter].type == kinds[kind], (argument, parameter)
 
@@ -188,8 +191,8 @@ def test_launch_parameter_overrides_only_from_given_arguments() -> None:
     from launch_ros.parameter_descriptions import ParameterValue
 
     module = _launch_module()
-    unset = dict.fromkeys(FROM_PARAMS_FILE, "") | {"use_sim_time": "false"}
-    assert module.parameter_overrides(unset) == {"use_sim_time": False}
+    unset = dict.fromkeys(FROM_PARAMS_FILE, "")
+    assert module.parameter_overrides(unset) == {}
     given = module.parameter_overrides({"device": "cuda:1", "debug_image": "False", "reference_file": "123",
                                         "use_sim_time": "TRUE"})
     assert set(given) == {"device", "publish_debug_image", "reference_file", "use_sim_time"}
