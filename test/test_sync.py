@@ -21,7 +21,7 @@ def feed(sync: LatestSetSync, stream: str, *stamps: float) -> None:
 
 def colour_accounted(sync: LatestSetSync) -> bool:
     s = sync.stats()
-    return s["added_color"] == s["consumed"] + s["dropped"] + s["unpaired"] + s["buffered_color"]
+    return s["added_color"] == s["consumed"] + s["dropped"] + s["late"] + s["unpaired"] + s["buffered_color"]
 
 
 def test_exact_pairing() -> None:
@@ -108,7 +108,8 @@ def test_out_of_order_and_late_frames() -> None:
     assert sync.pop_latest()[0] == 2.0 and sync.dropped == 1
     feed(sync, COLOR, 1.5)  # older than what was delivered: rejected and counted
     feed(sync, DEPTH, 1.5)
-    assert sync.pop_latest() is None and sync.dropped == 2 and sync.stats()["buffered_color"] == 0
+    assert sync.pop_latest() is None and sync.dropped == 1 and sync.late == 1
+    assert sync.stats()["buffered_color"] == 0
     assert colour_accounted(sync)
 
 

@@ -18,8 +18,9 @@ Accounting -- every colour frame added ends up in exactly one of these (or is st
 - ``consumed``: returned in a set;
 - ``dropped``: discarded unconsumed although a depth frame within ``slop`` was buffered for it (or had been, and
   was pushed out of the full depth buffer first: load shedding) -- superseded by
-  a newer complete set, pushed out of the full colour buffer, or cleared by a reset -- plus colour frames that
-  arrive no newer than the last returned set (late, rejected on arrival);
+  a newer complete set, pushed out of the full colour buffer, or cleared by a reset;
+- ``late``: colour frames whose stamp is no newer than the last returned set, rejected on arrival (frames
+  arriving out of order, or a camera that publishes zero or constant stamps: see the node's ``stamp_source``);
 - ``unpaired``: discarded unconsumed with no depth frame within ``slop`` (slop too small, depth not arriving...).
 
 Depth / info frames that are discarded unused (older than the depth frame of a returned set, or pushed out of
@@ -144,6 +145,7 @@ class LatestSetSync:
             "added_color": 0,
             "consumed": 0,
             "dropped": 0,
+            "late": 0,
             "unpaired": 0,
             "depth_discarded": 0,
             "info_discarded": 0,
@@ -180,7 +182,7 @@ class LatestSetSync:
                 if stream == COLOR:
                     self._counts["added_color"] += 1
                     if self._last_stamp is not None and t <= self._last_stamp:
-                        self._counts["dropped"] += 1  # late: older than what was already delivered
+                        self._counts["late"] += 1  # no newer than what was already delivered
                         return
                 buf = self._buffer(stream)
                 buf.insert(t, item)
@@ -253,6 +255,12 @@ class LatestSetSync:
         """Colour frames discarded unconsumed although depth was available for them (see module docstring)."""
         with self._cond:
             return self._counts["dropped"]
+
+    @property
+    def late(self) -> int:
+        """Colour frames rejected on arrival because their stamp was no newer than the last returned set."""
+        with self._cond:
+            return self._counts["late"]
 
     @property
     def unpaired(self) -> int:
