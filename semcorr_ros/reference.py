@@ -42,7 +42,11 @@ MAX_KEYPOINTS = 128
 MAX_PIXELS = 4096 * 4096
 #: Formats Pillow may open for reference images (and, PNG only, for depth).
 IMAGE_FORMATS = ("PNG", "JPEG")
-_MAX_YAML_BYTES = 1 << 20  # a reference YAML is a few hundred bytes; this bounds a wrong file given by mistake
+# A reference YAML is ~50 bytes per keypoint; its size is bounded (64 KB + 512 B per allowed keypoint) so that
+# parsing a wrong file stays quick (a node parses references inside its parameter callback).
+_YAML_BASE_BYTES, _YAML_BYTES_PER_KEYPOINT = 64 * 1024, 512
+# libyaml's safe loader when PyYAML has it (~10x faster), else the pure-Python one; both refuse python tags.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -168,10 +172,12 @@ def load_keypoints(path: str | Path, max_keypoints: int = MAX_KEYPOINTS) -> tupl
     if not path.is_file():
         raise BadReferenceError(f"reference file not found: {path}")
     try:
-        if path.stat().st_size > _MAX_YAML_BYTES:
-            raise BadReferenceError(f"reference file {path} is larger than {_MAX_YAML_BYTES} bytes: not a "
-                                    f"reference YAML")
-        doc = yaml.safe_load(path.read_text())
+        limit = _YAML_BASE_BYTES + _YAML_BYTES_PER_KEYPOINT * max_keypoints
+        if path.stat().st_size > limit:
+            raise BadReferenceError(f"reference file {path} is {path.stat().st_size} bytes, more than the {limit} "
+                                    f"a reference of at most {max_keypoints} keypoints needs (parameter "
+                                    f"max_reference_keypoints): not a reference YAML, or too many keypoints")
+        doc = yaml.load(path.read_text(), Loader=_SafeLoader)  # noqa: S506 -- a safe loader
     except SemcorrError:
         raise
     except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError) as exc:

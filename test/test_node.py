@@ -292,6 +292,11 @@ def test_reference_reload_and_rejection(h: Harness, tmp_path: Path) -> None:
     bad_yaml.write_text("keypoints: [this is: not, valid")
     outside = _write_reference(tmp_path, "outside", {"image": image, "keypoints": {"far": [2000.0, 10.0]}})
     no_image = _write_reference(tmp_path, "noimage", {"image": "missing.png", "keypoints": {"a": [1.0, 2.0]}})
+    many = _write_reference(tmp_path, "many", {"image": image, "keypoints": {
+        f"k{i}": [float(i % 640), float(i % 480)] for i in range(20_000)}})
+    bad_scale = _write_reference(tmp_path, "scale", {"image": image, "depth_scale": "abc",
+                                                     "depth": str(EXAMPLE_YAML.parent / "example_reference_depth.png"),
+                                                     "keypoints": {"a": [1.0, 2.0]}})
 
     def set_ref(path: Path | str) -> Any:
         return h.node.set_parameters([Parameter("reference_file", value=str(path))])[0]
@@ -309,7 +314,8 @@ def test_reference_reload_and_rejection(h: Harness, tmp_path: Path) -> None:
         np.testing.assert_allclose(xy, np.array([[188, 298], [478, 298], [332, 242]]), atol=PIXEL_TOL)
 
         for path, words in ((tmp_path / "missing.yaml", "not found"), (bad_yaml, "not valid YAML"),
-                            (outside, "outside"), (no_image, "missing.png")):
+                            (outside, "outside"), (no_image, "missing.png"), (many, "max_reference_keypoints"),
+                            (bad_scale, "depth_scale")):
             res = set_ref(path)
             assert not res.successful and words in res.reason, res.reason
             assert h.node.get_parameter("reference_file").value == str(good)

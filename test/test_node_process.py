@@ -113,3 +113,72 @@ def test_sigterm_while_processing(term_node: Any, rclpy_context: Any) -> None:
     assert code == 0, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     assert "SIGTERM: shutting down" in text
+
+
+def test_bad_references_over_the_parameter_service_keep_the_process(term_node: Any, rclpy_context: Any) -> None:
+    """The reported fault: ``ros2 param set`` of a reference with ``depth_scale: abc`` (or ``image: 5``) ended the
+    process through rclpy's parameter service. Now refused with the field named; the process answers on."""
+    import yaml
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from semcorr_ros.msg import CorrespondenceArray
+
+    proc, logs = term_node
+    example = REPO / "config"
+    bad = {"depth_scale": {"image": str(example / "example_reference.png"), "depth_scale": "abc",
+                           "depth": str(example / "example_reference_depth.png"), "keypoints": {"a": [1.0, 2.0]}},
+           "'image'": {"image": 5, "keypoints": {"a": [1.0, 2.0]}},
+           "'depth'": {"image": str(example / "example_reference.png"), "depth": True, "keypoints": {"a": [1, 2]}}}
+    fixture = Node("param_fixture", context=rclpy_context)
+    pub = RgbdPublisher(fixture)
+    matches = Collector(fixture, CorrespondenceArray, "/semcorr_term/matches")
+    client = fixture.create_client(SetParameters, "/semcorr_term/set_parameters")
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(fixture)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    scene = KnownScene(5, 5)
+
+    def answered(timeout: float) -> bool:
+        before = len(matches.snapshot())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            pub.publish(*scene.messages(pub.now()))
+            if wait_until(lambda: len(matches.snapshot()) > before, 0.2):
+                return True
+        return False
+
+    try:
+        assert answered(180.0), "no answer before the test"
+        assert client.wait_for_service(timeout_sec=10.0)
+        for words, body in bad.items():
+            path = logs / f"bad_{len(words)}.yaml"
+            path.write_text(yaml.safe_dump(body))
+            future = client.call_async(SetParameters.Request(parameters=[ParameterMsg(
+                name="reference_file",
+                value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(path)))]))
+            assert wait_until(future.done, 20.0), "no answer from the parameter service"
+            res = future.result().results[0]
+            assert not res.successful and words in res.reason, res.reason
+            assert proc.poll() is None, "node died"
+            assert answered(5.0), f"no answer after the bad reference {words}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=5.0)
+        fixture.destroy_node()
+
+
+def test_unrecoverable_start_up_exits_with_code_1(tmp_path: Path, ros_env: dict[str, str]) -> None:
+    """A model that cannot be built ends the process with code 1 and the reason (launch's respawn restarts it)."""
+    cmd = [str(LAUNCHER), "--ros-args", "-r", "__node:=semcorr_fatal", "-p", "backbone:=[dinov2_vits14]",
+           "-p", f"weights:=[dinov2_vits14={tmp_path / 'missing.pth'}]"]
+    proc = subprocess.run(cmd, env=ros_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text[-3000:]
+    assert "missing.pth" in text and "Traceback" not in text, text[-3000:]

@@ -354,6 +354,7 @@ class BagFrame:
     depth: np.ndarray | None
     K: np.ndarray | None
     error: str | None = None
+    distortion: Any = None  # the camera's lens distortion (semcorr_ros.engine.geometry.Distortion) or None
 
 
 def iter_frames(index: BagIndex, depth_scale: float = 0.001, slop_s: float = 0.02) -> Iterator[BagFrame]:
@@ -384,7 +385,7 @@ def iter_frames(index: BagIndex, depth_scale: float = 0.001, slop_s: float = 0.0
                                         info, depth_scale, index.info_topic)
         except InputError as exc:
             return BagFrame(stamp, None, None, None, str(exc))
-        return BagFrame(stamp, np.asarray(frame.rgb), frame.depth, frame.K)
+        return BagFrame(stamp, np.asarray(frame.rgb), frame.depth, frame.K, distortion=frame.distortion)
 
     for role, _t, raw in iter_raw(index):
         if role == "info":

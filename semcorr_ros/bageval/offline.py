@@ -56,7 +56,7 @@ def run_offline(index: BagIndex, spec: ReferenceSpec, engine: Any, *, slop: floa
                 continue
             t = time.perf_counter()
             try:
-                result = engine.match(frame.rgb, frame.depth, frame.K)
+                result = engine.match(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
             except SemcorrError as exc:
                 rejected[str(exc)] += 1
                 continue

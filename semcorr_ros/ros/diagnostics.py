@@ -17,7 +17,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
-__all__ = ["FrameStats", "KindThrottle", "StatsSnapshot", "SyncAccounting", "diagnostic_array",
+__all__ = ["FrameStats", "KindThrottle", "StatsSnapshot", "SyncAccounting", "diagnostic_array", "loss_reasons",
            "status_level"]
 
 
@@ -38,6 +38,9 @@ class StatsSnapshot:
     processing_p50: float
     last_rejection: str
     last_published_age: float  # seconds since the last publication (inf when none)
+    #: per class of rejection (``color``, ``depth``, ``frame_id``, ``reference``, ``engine_error``...):
+    #: (frames, the last message of that class)
+    by_kind: dict[str, tuple[int, str]]
 
 
 class FrameStats:
@@ -57,6 +60,7 @@ class FrameStats:
         self.published = 0
         self.rejected = 0
         self.last_rejection = ""
+        self._by_kind: dict[str, tuple[int, str]] = {}
 
     def record_published(self, latency: float, processing: float, now: float | None = None) -> None:
         """One frame published ``latency`` s after its stamp, after ``processing`` s in the engine."""
@@ -66,11 +70,15 @@ class FrameStats:
             self._processing.append(float(processing))
             self._published_at.append(time.monotonic() if now is None else float(now))
 
-    def record_rejected(self, reason: str, count: int = 1) -> None:
-        """``count`` frames rejected for ``reason`` (bad input, no reference, no camera info, unpaired...)."""
+    def record_rejected(self, reason: str, count: int = 1, kind: str = "other") -> None:
+        """``count`` frames rejected for ``reason`` (bad input, no reference, no camera info, unpaired...),
+        counted under the class ``kind``."""
         with self._lock:
             self.rejected += int(count)
             self.last_rejection = str(reason)
+            n, _ = self._by_kind.get(kind, (0, ""))
+            if kind in self._by_kind or len(self._by_kind) < 64:  # bounded: kinds are a small fixed set
+                self._by_kind[kind] = (n + int(count), str(reason))
 
     def snapshot(self, now: float | None = None) -> StatsSnapshot:
         now = time.monotonic() if now is None else float(now)
@@ -80,6 +88,7 @@ class FrameStats:
             times = [t for t in self._published_at if now - t <= self._rate_window_s]
             last = self._published_at[-1] if self._published_at else None
             published, rejected, reason = self.published, self.rejected, self.last_rejection
+            by_kind = dict(self._by_kind)
         if len(times) >= 2 and times[-1] > times[0]:
             rate = (len(times) - 1) / (times[-1] - times[0])  # 0 once nothing was published for a window
         else:
@@ -88,7 +97,8 @@ class FrameStats:
         return StatsSnapshot(published=published, rejected=rejected, rate_hz=float(rate), latency_p50=float(p50),
                              latency_p95=float(p95), latency_max=float(pmax),
                              processing_p50=float(np.median(proc)) if proc.size else float("nan"),
-                             last_rejection=reason, last_published_age=(now - last) if last is not None else np.inf)
+                             last_rejection=reason, last_published_age=(now - last) if last is not None else np.inf,
+                             by_kind=by_kind)
 
 
 def _fmt(value: Any) -> str:
@@ -109,19 +119,45 @@ def diagnostic_array(header: Header, name: str, hardware_id: str, level: bytes |
 
 
 def status_level(state: str, snap: StatsSnapshot, period: float) -> tuple[bytes, str]:
-    """Level and one-line message for the node's ``state`` (``loading``, ``ready``, ``no_reference``,
-    ``error``) and statistics."""
+    """Level and one-line message for the node's ``state`` (``loading``, ``ready``, ``paused``,
+    ``no_reference``, ``error``) and statistics."""
     if state == "error":
-        return DiagnosticStatus.ERROR, "model failed to load"
+        return DiagnosticStatus.ERROR, "inference stopped (fatal_error says why; the process exits with code 1)"
     if state == "loading":
         return DiagnosticStatus.WARN, "loading the model"
     if state == "no_reference":
         return DiagnosticStatus.ERROR, "no active reference"
+    if state == "paused":
+        return DiagnosticStatus.OK, "paused (parameter enabled is false): frames are dropped"
     if snap.published == 0 or snap.last_published_age > max(5.0, 3 * period):
         why = f"; last rejection: {snap.last_rejection}" if snap.last_rejection else ""
         return DiagnosticStatus.WARN, f"no frames published recently{why}"
     return (DiagnosticStatus.OK,
             f"{snap.rate_hz:.1f} Hz, latency p50 {snap.latency_p50 * 1e3:.0f} ms, p95 {snap.latency_p95 * 1e3:.0f} ms")
+
+
+def loss_reasons(sync: dict[str, int], snap: StatsSnapshot, shed: int, disabled: int,
+                 time_jump_reset: float) -> dict[str, str]:
+    """One ``"<count>: <reason>"`` diagnostics value per class of dropped or rejected frames.
+
+    Args:
+        sync: lifetime synchroniser counters (``dropped``, ``late``, ``resets``).
+        snap: the node's statistics (rejections per class with their last message).
+        shed: unpaired discards caused by load (counted as superseded).
+        disabled: frames received while inference was paused.
+        time_jump_reset: the node's ``sync_time_jump_reset``, seconds.
+    """
+    out = {
+        "dropped.superseded": f"{sync.get('dropped', 0) + shed}: a newer set arrived while the engine was busy "
+                              "(the node is slower than the camera)",
+        "dropped.late": f"{sync.get('late', 0)}: stamp not newer than the last processed frame (out of order, or "
+                        "zero/constant stamps)",
+        "dropped.disabled": f"{disabled}: inference paused (enabled = false)",
+        "dropped.time_jump": f"{sync.get('resets', 0)}: buffers cleared after a stamp jumped back by more than "
+                             f"sync_time_jump_reset={time_jump_reset:g} s",
+    }
+    out.update({f"rejected.{kind}": f"{n}: {last}" for kind, (n, last) in sorted(snap.by_kind.items())})
+    return out
 
 
 class SyncAccounting:

@@ -38,6 +38,8 @@ class EngineUpdates:
         self.active: ReferenceSpec | None = None
         #: why no reference is active ("" when one is)
         self.error = "no reference requested yet"
+        #: references the engine refused (bad content, or an error such as running out of memory)
+        self.rejected = 0
 
     def request_config(self, config: EngineConfig) -> None:
         with self._lock:
@@ -51,6 +53,18 @@ class EngineUpdates:
                 self.error = error or "parameter reference_file is empty"
             elif self.active is None:
                 self.error = f"reference {spec.reference_id!r} not encoded yet"
+
+    def _restore(self, engine: Any) -> None:
+        """Make sure the engine still holds the active reference after a failed ``set_reference``."""
+        spec = self.active
+        if spec is None or getattr(engine.reference, "reference_id", None) == spec.reference_id:
+            return
+        try:
+            engine.set_reference(spec.image, spec.keypoints, spec.names, spec.depth, spec.intrinsics,
+                                 spec.reference_id)
+        except Exception as exc:  # noqa: BLE001 -- then no reference is active, and diagnostics say why
+            engine.reference, self.active = None, None
+            self.error = f"the active reference could not be restored: {type(exc).__name__}: {exc}"
 
     def pending(self) -> bool:
         with self._lock:
@@ -77,11 +91,15 @@ class EngineUpdates:
         try:
             engine.set_reference(spec.image, spec.keypoints, spec.names, spec.depth, spec.intrinsics,
                                  spec.reference_id)
-        except SemcorrError as exc:
+        except Exception as exc:  # noqa: BLE001 -- e.g. CUDA out of memory: refuse this reference, keep the last
+            why = str(exc) if isinstance(exc, SemcorrError) else f"{type(exc).__name__}: {exc}"
             kept = self.active.reference_id if self.active is not None else "none"
+            self.rejected += 1
             if self.active is None:
-                self.error = f"reference {spec.reference_id!r} rejected by the engine: {exc}"
-            self._logger.error(f"reference {spec.reference_id!r} rejected by the engine ({exc}); "
+                self.error = f"reference {spec.reference_id!r} rejected by the engine: {why}"
+            else:
+                self._restore(engine)
+            self._logger.error(f"reference {spec.reference_id!r} rejected by the engine ({why}); "
                                f"active reference: {kept}")
             return
         self.active, self.error = spec, ""

@@ -1,15 +1,22 @@
 """``correspond_node``: semantic keypoint correspondences for a live RGB-D stream (rclpy).
 
 Inputs (relative names, sensor-data QoS; defaults follow realsense2_camera): ``color/image_raw``,
-``aligned_depth_to_color/image_raw``, ``color/camera_info``. Outputs (private names, i.e. under the node's name,
-``/semcorr`` by default): ``~/matches`` (CorrespondenceArray), ``~/matches_3d`` (PointCloud2), ``~/pose``
-(PoseStamped), ``~/markers`` (MarkerArray), ``~/debug_image`` (Image, drawn only while subscribed); and
-``/diagnostics``.
+``aligned_depth_to_color/image_raw``, ``color/camera_info`` (or image_transport's ``.../compressed`` and
+``.../compressedDepth`` with ``color_transport`` / ``depth_transport``). Outputs (private names, i.e. under
+the node's name, ``/semcorr`` by default): ``~/matches`` (CorrespondenceArray), ``~/matches_3d``
+(PointCloud2), ``~/pose`` (PoseStamped), ``~/markers`` (MarkerArray), ``~/debug_image`` (Image, drawn only
+while subscribed); and ``/diagnostics``. Service ``~/set_enabled`` (std_srvs/SetBool) pauses and resumes.
 
 Threads: the executor thread only buffers messages (:class:`~semcorr_ros.ros.sync.LatestSetSync`), answers
 parameter requests and publishes diagnostics; one inference thread builds the engine, then repeatedly takes the
 *latest* complete (colour, depth, info) set, runs the engine and publishes. Older sets are dropped and counted,
 never queued. The node holds no algorithm: it converts, calls the engine, converts back.
+
+Fail-safe: every callback survives any exception. A bad frame is a rejection (counted by class, logged
+throttled, its reason in ``/diagnostics``); a bad parameter or reference is refused with its reason and the
+last good state stays active. What cannot be recovered -- the model does not build, the inference thread
+fails outside a frame, ``fatal_after_failures`` consecutive frames fail unexpectedly -- sets
+:attr:`CorrespondNode.fatal_error`; ``correspond_node`` then exits with code 1 so that ``respawn`` restarts it.
 
 In-process use::
 
@@ -21,6 +28,7 @@ In-process use::
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 import traceback
@@ -31,30 +39,51 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+from std_srvs.srv import SetBool
 
 from semcorr_ros.config import EngineConfig
-from semcorr_ros.errors import BadReferenceError, ConfigError, SemcorrError
+from semcorr_ros.errors import BadReferenceError, SemcorrError
 from semcorr_ros.ros import params
 from semcorr_ros.ros.convert import stamp_to_sec
-from semcorr_ros.ros.diagnostics import FrameStats, KindThrottle, SyncAccounting, diagnostic_array, status_level
+from semcorr_ros.ros.diagnostics import (FrameStats, KindThrottle, SyncAccounting, diagnostic_array, loss_reasons,
+                                         status_level)
 from semcorr_ros.ros.engine_updates import EngineUpdates
 from semcorr_ros.ros.inputs import frame_from_messages
-from semcorr_ros.ros.outputs import OUTPUT_TOPICS, Outputs
+from semcorr_ros.ros.outputs import OUTPUT_TOPICS, QOS_OVERRIDES, Outputs
+from semcorr_ros.ros.stamps import StampSource
 from semcorr_ros.ros.sync import COLOR, DEPTH, INFO, LatestSetSync
 
-__all__ = ["CorrespondNode", "main", "INPUT_TOPICS", "OUTPUT_TOPICS"]
+__all__ = ["CorrespondNode", "main", "INPUT_TOPICS", "COMPRESSED_INPUT_TOPICS", "OUTPUT_TOPICS"]
 
 #: Input topic names (relative: resolved in the node's namespace; remap them to the camera's topics).
 INPUT_TOPICS = {COLOR: "color/image_raw", DEPTH: "aligned_depth_to_color/image_raw", INFO: "color/camera_info"}
+#: The inputs with ``color_transport: compressed`` / ``depth_transport: compressedDepth`` (image_transport names).
+COMPRESSED_INPUT_TOPICS = {COLOR: INPUT_TOPICS[COLOR] + "/compressed",
+                           DEPTH: INPUT_TOPICS[DEPTH] + "/compressedDepth"}
 _THROTTLE_S = 5.0
+_STOP_TIMEOUT_S = 3.0  # longest wait for the frame in flight at shutdown (its work is bounded by the caps)
 
 
 def _default_engine_factory(config: EngineConfig) -> Any:
     from semcorr_ros.engine import CorrespondenceEngine
 
     return CorrespondenceEngine(config)
+
+
+def _arrival_time(info: Any) -> float:
+    """When a message was sent, seconds of the system clock: the middleware's source timestamp (the publisher's
+    write time: not delayed by a busy executor), else its reception time, else now."""
+    for key in ("source_timestamp", "received_timestamp"):
+        ns = info.get(key) if isinstance(info, dict) else None
+        if ns:
+            return ns * 1e-9
+    return time.time()
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, SemcorrError) else f"{type(exc).__name__}: {exc}"
 
 
 class CorrespondNode(Node):
@@ -80,38 +109,58 @@ class CorrespondNode(Node):
         kwargs["parameter_overrides"] = list(kwargs.get("parameter_overrides") or []) + extra
         super().__init__(node_name, **kwargs)
         self._values: dict[str, Any] = params.declare_all(self)
+        params.check_node_choices(self._values)
         self._config = params.engine_config(self._values)
         self._engine_factory = engine_factory or _default_engine_factory
         self._engine: Any = None
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
+        self._enabled = bool(self._values["enabled"])
+        self._failures = 0  # consecutive frames failed with an unexpected error
         self._updates = EngineUpdates(self.get_logger())
         self._validated_reference: Any = None
         self._stats = FrameStats()
+        self._disabled_frames = 0
         self._last_info: CameraInfo | None = None
         self._newest_stamp: dict[str, float] = {}
+        self._late_seen = 0
         self._reject_throttle = KindThrottle(_THROTTLE_S)
         self._sync_acc = SyncAccounting()
+        self._stamps = StampSource(str(self._values["stamp_source"]))
         self._sync = self._make_sync()
         try:
             self._updates.request_reference(params.load_reference_from_params(self._values))
-        except BadReferenceError as exc:
-            self._updates.request_reference(None, str(exc))
-            self.get_logger().error(f"bad reference, none active: {exc}")
+        except Exception as exc:  # noqa: BLE001 -- a bad reference never stops the node
+            self._updates.request_reference(None, _describe(exc))
+            self.get_logger().error(f"bad reference, none active: {_describe(exc)}")
 
-        sub_qos = qos_profile_sensor_data
-        self._subs = [self.create_subscription(Image, INPUT_TOPICS[COLOR], self._on_color, sub_qos),
-                      self.create_subscription(Image, INPUT_TOPICS[DEPTH], self._on_depth, sub_qos),
-                      self.create_subscription(CameraInfo, INPUT_TOPICS[INFO], self._on_info, sub_qos)]
+        self._subs = self._subscribe()
         self._info_topic = self._subs[2].topic_name
         self._outputs = Outputs(self)
+        self._enable_service = self.create_service(SetBool, "~/set_enabled", self._on_set_enabled)
         self._diag_timer = self.create_timer(float(self._values["diagnostics_period"]), self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._worker = threading.Thread(target=self._run, name=f"{node_name}-inference", daemon=True)
         if start:
             self.start()
+
+    def _subscribe(self) -> list[Any]:
+        """Colour, depth and camera-info subscriptions (sensor-data QoS, overridable with qos_overrides.*)."""
+        color_compressed = self._values["color_transport"] == "compressed"
+        depth_compressed = self._values["depth_transport"] == "compressedDepth"
+
+        def sub(msg_type: Any, topic: str, callback: Callable[[Any], None]) -> Any:
+            # a copy each: rclpy writes the overrides into the profile it is given
+            return self.create_subscription(msg_type, topic, callback, copy.copy(qos_profile_sensor_data),
+                                            qos_overriding_options=QOS_OVERRIDES)
+
+        return [sub(CompressedImage if color_compressed else Image,
+                    (COMPRESSED_INPUT_TOPICS if color_compressed else INPUT_TOPICS)[COLOR], self._on_color),
+                sub(CompressedImage if depth_compressed else Image,
+                    (COMPRESSED_INPUT_TOPICS if depth_compressed else INPUT_TOPICS)[DEPTH], self._on_depth),
+                sub(CameraInfo, INPUT_TOPICS[INFO], self._on_info)]
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -132,7 +181,7 @@ class CorrespondNode(Node):
 
     @property
     def fatal_error(self) -> BaseException | None:
-        """The error that stopped the inference thread (model failed to build), else None."""
+        """The error that stopped the inference thread (the node cannot go on; the process exits 1), else None."""
         return self._fatal
 
     @property
@@ -140,69 +189,126 @@ class CorrespondNode(Node):
         """The engine once built (None before)."""
         return self._engine
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the inference thread (finishes the frame in progress). Idempotent."""
+    @property
+    def worker_alive(self) -> bool:
+        """Whether the inference thread still runs (after :meth:`close`: it did not stop in time)."""
+        return self._worker.is_alive()
+
+    def close(self, timeout: float = _STOP_TIMEOUT_S) -> bool:
+        """Stop the inference thread, waiting at most ``timeout`` s for the frame in progress. Idempotent.
+
+        Returns:
+            True when the thread stopped (or never ran).
+        """
         self._stop.set()
         self._sync.close()
         if self._worker.is_alive():  # a model still loading cannot be interrupted: do not wait for it
             self._worker.join(timeout if self._ready.is_set() else min(timeout, 1.0))
             if self._worker.is_alive():
-                self.get_logger().warning("inference thread did not stop in time")
+                self.get_logger().warning(f"inference thread still busy after {timeout:.1f} s: not waiting longer")
+                return False
+        return True
 
     def destroy_node(self) -> None:
         self.close()
         super().destroy_node()
 
+    def _fail(self, what: str, exc: BaseException) -> None:
+        """Unrecoverable: remember why (the runner exits with code 1) and say so."""
+        if self._fatal is None:
+            self._fatal = exc
+        self.get_logger().fatal(f"{what}: {_describe(exc)}; the node stops (exit code 1, respawn restarts it)")
+        self.get_logger().debug(traceback.format_exc())
+
     # ------------------------------------------------------------------ inputs (executor thread)
     def _make_sync(self) -> LatestSetSync:
         sync = LatestSetSync(float(self._values["sync_slop"]), int(self._values["sync_buffer_size"]),
-                             info_latched=True)
+                             info_latched=True, time_jump_reset=float(self._values["sync_time_jump_reset"]))
         sync.add(INFO, 0.0, self._last_info)  # None until camera info arrives: such sets are rejected, counted
         return sync
 
-    def _add(self, stream: str, msg: Any) -> None:
-        t = stamp_to_sec(msg.header.stamp)
-        self._newest_stamp[stream] = t
-        self._sync_acc.note(stream, t)
-        self._sync.add(stream, t, msg)
+    def _add(self, stream: str, msg: Any, info: Any = None) -> None:
+        try:
+            arrival = _arrival_time(info)
+            header_t = stamp_to_sec(msg.header.stamp)
+            self._newest_stamp[stream] = header_t
+            t, switched = self._stamps.stamp(stream, header_t, arrival)
+            if switched:
+                self._sync.reset()  # buffered frames carry header stamps: another time base
+                self.get_logger().warning(f"{self._stamps.reason}: pairing colour and depth by arrival time from "
+                                          f"now on (parameter stamp_source=auto; set header or arrival to choose)")
+            self._sync_acc.note(stream, t)
+            self._sync.add(stream, t, (msg, arrival))
+        except Exception as exc:  # noqa: BLE001 -- a subscription callback must never stop the executor
+            self._reject(f"{stream} frame not buffered: {_describe(exc)}", kind="stamp")
 
-    def _on_color(self, msg: Image) -> None:
-        self._add(COLOR, msg)
+    def _on_color(self, msg: Image | CompressedImage, info: Any = None) -> None:
+        self._add(COLOR, msg, info)
 
-    def _on_depth(self, msg: Image) -> None:
-        self._add(DEPTH, msg)
+    def _on_depth(self, msg: Image | CompressedImage, info: Any = None) -> None:
+        self._add(DEPTH, msg, info)
 
     def _on_info(self, msg: CameraInfo) -> None:
-        self._last_info = msg
-        self._add(INFO, msg)
+        try:
+            self._last_info = msg
+            self._sync.add(INFO, 0.0, msg)  # latched: the latest info is used whatever its stamp
+        except Exception as exc:  # noqa: BLE001
+            self._reject(f"camera info not buffered: {_describe(exc)}", kind="camera_info")
+
+    def _on_set_enabled(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        """``~/set_enabled``: the same as setting the parameter ``enabled``."""
+        try:
+            result = self.set_parameters([Parameter("enabled", value=bool(request.data))])[0]
+            response.success = bool(result.successful)
+            response.message = ("inference " + ("enabled" if request.data else "paused")) if result.successful \
+                else result.reason
+        except Exception as exc:  # noqa: BLE001 -- a service callback must never stop the executor
+            response.success, response.message = False, _describe(exc)
+        return response
 
     # ------------------------------------------------------------------ parameters (executor thread)
     def _validate_parameters(self, changed: list[Parameter]) -> SetParametersResult:
-        names = {p.name for p in changed}
-        merged = {**self._values, **{p.name: p.value for p in changed}}
         try:
+            names = {p.name for p in changed}
+            merged = {**self._values, **{p.name: p.value for p in changed}}
+            params.check_node_choices(merged)
             params.engine_config(merged)
             if names & params.REFERENCE_PARAMETERS:
                 self._validated_reference = params.load_reference_from_params(merged)
-        except (ConfigError, BadReferenceError) as exc:
-            self.get_logger().error(f"parameter change rejected: {exc}")
-            return SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 -- any bad value is refused with its reason, never raised
+            reason = _describe(exc)
+            self.get_logger().error(f"parameter change rejected: {reason}")
+            return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, changed: list[Parameter]) -> None:
-        names = {p.name for p in changed}
-        self._values.update({p.name: p.value for p in changed})
-        if any(params.PARAMETERS_BY_NAME[n].field for n in names if n in params.PARAMETERS_BY_NAME):
-            self._updates.request_config(params.engine_config(self._values))
-        if names & params.REFERENCE_PARAMETERS:
-            self._updates.request_reference(self._validated_reference)
-        if names & params.SYNC_PARAMETERS:
-            old, self._sync = self._sync, self._make_sync()
-            old.close()  # wakes the inference thread, which then waits on the new one
-            self._sync_acc.retire(old.stats())
+        try:
+            names = {p.name for p in changed}
+            self._values.update({p.name: p.value for p in changed})
+            self._enabled = bool(self._values["enabled"])
+            if any(params.PARAMETERS_BY_NAME[n].field for n in names if n in params.PARAMETERS_BY_NAME):
+                self._updates.request_config(params.engine_config(self._values))
+            if names & params.REFERENCE_PARAMETERS:
+                self._updates.request_reference(self._validated_reference)
+            if names & params.SYNC_PARAMETERS:
+                self._stamps = StampSource(str(self._values["stamp_source"]))
+                old, self._sync = self._sync, self._make_sync()
+                old.close()  # wakes the inference thread, which then waits on the new one
+                self._sync_acc.retire(old.stats())
+        except Exception as exc:  # noqa: BLE001 -- validated already; never let the parameter service raise
+            self.get_logger().error(f"applying parameters failed: {_describe(exc)}")
 
     # ------------------------------------------------------------------ inference thread
     def _run(self) -> None:
+        try:
+            self._run_inference()
+        except BaseException as exc:  # noqa: BLE001 -- anything escaping the loop ends the node cleanly (exit 1)
+            if not self._stop.is_set():
+                self._fail("the inference thread failed", exc)
+        finally:
+            self._ready.set()
+
+    def _run_inference(self) -> None:
         try:
             threads = int(self._values["torch_threads"])
             if threads > 0:
@@ -211,10 +317,8 @@ class CorrespondNode(Node):
                 torch.set_num_threads(threads)
             t0 = time.monotonic()
             engine = self._engine_factory(self._config)
-        except Exception as exc:  # noqa: BLE001 -- any failure to build is reported, then the node idles
-            self._fatal = exc
-            self.get_logger().fatal(f"the model failed to load: {type(exc).__name__}: {exc}")
-            self._ready.set()
+        except Exception as exc:  # noqa: BLE001 -- any failure to build is reported, then the node exits 1
+            self._fail("the model failed to load", exc)
             return
         self._engine = engine
         self.get_logger().info(f"model {'+'.join(self._config.sources)} ready on {getattr(engine, 'device', '?')} "
@@ -222,11 +326,15 @@ class CorrespondNode(Node):
         self._updates.apply(engine)
         self._warm_up(engine)
         self._ready.set()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._fatal is None:
             self._updates.apply(engine)
             got = self._sync.wait_for_set(timeout=0.1)
-            if got is not None and not self._stop.is_set():
-                self._process(engine, got[1])
+            if got is None or self._stop.is_set():
+                continue
+            if not self._enabled:
+                self._disabled_frames += 1
+                continue
+            self._process(engine, got[1])
 
     def _warm_up(self, engine: Any) -> None:
         """Match the reference into itself once: the first call of a model at a new size is several times slower."""
@@ -235,13 +343,13 @@ class CorrespondNode(Node):
             return
         try:
             engine.match(spec.image, spec.depth, spec.intrinsics)
-        except SemcorrError:
-            pass
+        except Exception as exc:  # noqa: BLE001 -- a failed warm-up costs only speed on the first frame
+            self.get_logger().warning(f"warm-up match failed ({_describe(exc)}); the first frame will be slower")
 
-    def _reject(self, reason: str, count: int = 1) -> None:
-        """Count rejected frames; log the reason, at most once per ``_THROTTLE_S`` per kind of reason."""
-        self._stats.record_rejected(reason, count)
-        suppressed = self._reject_throttle.allow(reason, count)
+    def _reject(self, reason: str, count: int = 1, kind: str = "other") -> None:
+        """Count rejected frames under ``kind``; log the reason, at most once per ``_THROTTLE_S`` per kind."""
+        self._stats.record_rejected(reason, count, kind)
+        suppressed = self._reject_throttle.allow(kind + ":" + reason, count)
         if suppressed is not None:
             more = f" ({suppressed} more like it since the last message)" if suppressed else ""
             self.get_logger().error(f"frame rejected: {reason}{more}")
@@ -250,22 +358,34 @@ class CorrespondNode(Node):
         t0 = time.perf_counter()
         try:
             if engine.reference is None:
-                raise BadReferenceError(f"no active reference ({self._updates.error})")
-            frame = frame_from_messages(items[COLOR], items[DEPTH], items[INFO], engine.config.depth_scale,
-                                        self._info_topic)
-            result = engine.match(frame.rgb, frame.depth, frame.K)
+                raise BadReferenceError(f"no active reference ({self._updates.error})", kind="no_reference")
+            (color, arrival), (depth, _) = items[COLOR], items[DEPTH]
+            frame = frame_from_messages(color, depth, items[INFO], engine.config.depth_scale, self._info_topic,
+                                        max_pixels=int(self._values["max_image_pixels"]),
+                                        check_frame_ids=bool(self._values["require_matching_frame_ids"]),
+                                        rectified=bool(self._values["rectified_input"]))
+            extra = {"distortion": frame.distortion} if frame.distortion is not None else {}
+            result = engine.match(frame.rgb, frame.depth, frame.K, **extra)
             processing = time.perf_counter() - t0
             latency = self._outputs.publish(frame, result, engine.reference.reference_id, processing,
                                             float(self._values["marker_scale"]),
-                                            bool(self._values["publish_debug_image"]))
+                                            bool(self._values["publish_debug_image"]),
+                                            arrival if self._stamps.use_arrival else None)
             self._stats.record_published(latency, processing)
+            self._failures = 0
         except SemcorrError as exc:
-            self._reject(str(exc))
+            self._reject(str(exc), kind=exc.kind)
         except Exception as exc:  # noqa: BLE001 -- the inference thread must survive anything
             if self._stop.is_set() or not self.context.ok():
                 return  # shutting down: publishers are gone
-            self._reject(f"unexpected {type(exc).__name__}: {exc}")
+            self._failures += 1
+            self._reject(f"unexpected {type(exc).__name__}: {exc}", kind="engine_error")
             self.get_logger().debug(traceback.format_exc())
+            limit = int(self._values["fatal_after_failures"])
+            if limit and self._failures >= limit:
+                self._fail(f"{self._failures} consecutive frames failed with unexpected errors",
+                           RuntimeError(f"{self._failures} consecutive frames failed; last: "
+                                        f"{type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------------ diagnostics (executor thread)
     def sync_stats(self) -> dict[str, int]:
@@ -273,11 +393,13 @@ class CorrespondNode(Node):
         return self._sync_acc.totals(self._sync.stats())
 
     def state(self) -> str:
-        """``error``, ``loading``, ``no_reference`` or ``ready``."""
+        """``error``, ``loading``, ``paused``, ``no_reference`` or ``ready``."""
         if self._fatal is not None:
             return "error"
         if self._engine is None or not self._ready.is_set():
             return "loading"
+        if not self._enabled:
+            return "paused"
         return "no_reference" if self._engine.reference is None else "ready"
 
     def _publish_diagnostics(self) -> None:
@@ -286,30 +408,45 @@ class CorrespondNode(Node):
         except Exception as exc:  # noqa: BLE001 -- a timer callback must not stop the executor
             self.get_logger().error(f"diagnostics failed: {type(exc).__name__}: {exc}", throttle_duration_sec=30.0)
 
-    def _publish_diagnostics_once(self) -> None:
-        sync = self.sync_stats()
+    def _log_sync_losses(self, sync: dict[str, int]) -> None:
+        """Turn the synchroniser's unpaired and late colour frames into rejections / warnings with a reason."""
         never = self._sync_acc.update(sync, float(self._values["sync_slop"]))
         if never:
             c, d = self._newest_stamp.get(COLOR), self._newest_stamp.get(DEPTH)
             seen = "no depth frame received" if d is None else f"newest colour stamp {c:.3f}, depth {d:.3f}"
             self._reject(f"{never} colour frame(s) found no depth frame within sync_slop="
-                         f"{self._values['sync_slop']} s ({seen})", count=never)
+                         f"{self._values['sync_slop']} s ({seen})", count=never, kind="unpaired")
+        late, self._late_seen = sync.get("late", 0) - self._late_seen, sync.get("late", 0)
+        if late > 0 and self._reject_throttle.allow("late", late) is not None:
+            self.get_logger().warning(
+                f"{late} colour frame(s) dropped: stamp not newer than the last processed frame (newest colour "
+                f"stamp {self._newest_stamp.get(COLOR, float('nan')):.3f}); frames out of order, or a camera "
+                f"publishing zero/constant stamps with stamp_source={self._values['stamp_source']}")
+
+    def _publish_diagnostics_once(self) -> None:
+        sync = self.sync_stats()
+        self._log_sync_losses(sync)
         snap = self._stats.snapshot()
         state = self.state()
         level, message = status_level(state, snap, float(self._values["diagnostics_period"]))
         device = str(getattr(self._engine, "device", self._config.device))
         spec = self._updates.active
         values = {
-            "state": state, "device": device, "model": "+".join(self._config.sources),
+            "node": self.get_fully_qualified_name(), "state": state, "enabled": self._enabled, "device": device,
+            "model": "+".join(self._config.sources),
             "reference_id": spec.reference_id if spec else "", "keypoints": len(spec.names) if spec else 0,
             "reference_error": self._updates.error,
             "rate_hz": snap.rate_hz, "latency_p50_ms": snap.latency_p50 * 1e3,
             "latency_p95_ms": snap.latency_p95 * 1e3, "latency_max_ms": snap.latency_max * 1e3,
             "processing_p50_ms": snap.processing_p50 * 1e3,
+            "stamp_source": self._stamps.active + (f" ({self._stamps.reason})" if self._stamps.reason else ""),
             "frames_received": sync.get("added_color", 0), "frames_processed": sync.get("consumed", 0),
             "frames_published": snap.published, "frames_dropped": sync.get("dropped", 0) + self._sync_acc.shed,
+            "frames_late": sync.get("late", 0), "frames_disabled": self._disabled_frames,
             "frames_rejected": snap.rejected, "frames_unpaired": self._sync_acc.never_paired,
-            "last_rejection": snap.last_rejection, "fatal_error": str(self._fatal or ""),
+            "last_rejection": snap.last_rejection, "fatal_error": _describe(self._fatal) if self._fatal else "",
+            **loss_reasons(sync, snap, self._sync_acc.shed, self._disabled_frames,
+                           float(self._values["sync_time_jump_reset"])),
         }
         header = Header(stamp=self.get_clock().now().to_msg())
         name = f"{self.get_name()}: semantic correspondence"

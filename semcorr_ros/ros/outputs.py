@@ -3,16 +3,20 @@
 Topic names are private (``~/...``: under the node's fully qualified name, ``/semcorr/...`` by default) so that
 several instances can run side by side and every output can be remapped; ``/diagnostics`` is the ROS-wide
 aggregator topic. All outputs are reliable with a small queue, which RViz and rosbag accept as well as
-best-effort subscribers.
+best-effort subscribers; each publisher's history, depth, reliability and durability can be overridden at
+start-up with ``qos_overrides.<topic>.publisher.<policy>`` parameters.
 """
 
 from __future__ import annotations
 
+import copy
+import time
 from typing import TYPE_CHECKING, Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import QoSProfile
+from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -25,7 +29,11 @@ if TYPE_CHECKING:
     from semcorr_ros.engine.types import MatchResult
     from semcorr_ros.ros.inputs import RgbdFrame
 
-__all__ = ["OUTPUT_TOPICS", "Outputs"]
+__all__ = ["OUTPUT_TOPICS", "Outputs", "QOS_OVERRIDES"]
+
+#: The QoS policies a user may override per topic (``qos_overrides.<topic>.<publisher|subscription>.<policy>``).
+QOS_OVERRIDES = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH,
+                                                   QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY))
 
 #: Output topic names: private, plus the absolute /diagnostics.
 OUTPUT_TOPICS = {"matches": "~/matches", "matches_3d": "~/matches_3d", "pose": "~/pose", "markers": "~/markers",
@@ -42,26 +50,36 @@ class Outputs:
     def __init__(self, node: Any, depth: int = 5) -> None:
         qos = QoSProfile(depth=depth)
         self.node = node
-        self.matches = node.create_publisher(CorrespondenceArray, OUTPUT_TOPICS["matches"], qos)
-        self.cloud = node.create_publisher(PointCloud2, OUTPUT_TOPICS["matches_3d"], qos)
-        self.pose = node.create_publisher(PoseStamped, OUTPUT_TOPICS["pose"], qos)
-        self.markers = node.create_publisher(MarkerArray, OUTPUT_TOPICS["markers"], qos)
-        self.debug = node.create_publisher(Image, OUTPUT_TOPICS["debug_image"], qos)
-        self.diagnostics = node.create_publisher(DiagnosticArray, OUTPUT_TOPICS["diagnostics"], QoSProfile(depth=10))
+
+        def publisher(msg_type: Any, key: str, profile: QoSProfile = qos) -> Any:
+            # a copy each: rclpy writes the overrides into the profile it is given
+            return node.create_publisher(msg_type, OUTPUT_TOPICS[key], copy.copy(profile),
+                                         qos_overriding_options=QOS_OVERRIDES)
+
+        self.matches = publisher(CorrespondenceArray, "matches")
+        self.cloud = publisher(PointCloud2, "matches_3d")
+        self.pose = publisher(PoseStamped, "pose")
+        self.markers = publisher(MarkerArray, "markers")
+        self.debug = publisher(Image, "debug_image")
+        self.diagnostics = publisher(DiagnosticArray, "diagnostics", QoSProfile(depth=10))
 
     def publish(self, frame: RgbdFrame, result: MatchResult, reference_id: str, processing: float,
-                marker_scale: float, debug_image: bool) -> float:
+                marker_scale: float, debug_image: bool, arrival: float | None = None) -> float:
         """Publish ``result`` for ``frame``; return the input-to-publish latency written into ~/matches, seconds.
 
-        The latency is taken just before ~/matches goes out (node clock now - colour stamp); the other messages
-        are built before it and sent after it. The debug overlay is drawn only when ``debug_image`` is true and
-        ~/debug_image has a subscriber.
+        The latency is taken just before ~/matches goes out (node clock now - colour stamp; with ``arrival``, the
+        system-clock time the colour frame was sent, system now - arrival: for cameras whose stamps are
+        unusable); the other messages are built before it and sent after it. The debug overlay
+        is drawn only when ``debug_image`` is true and ~/debug_image has a subscriber.
         """
         header = frame.header
         cloud = messages.cloud_of_valid_points(result, header)
         pose = messages.pose_stamped(result, header)
         marks = messages.markers(result, header, marker_scale, ns=self.node.get_name())
-        latency = self.node.get_clock().now().nanoseconds * 1e-9 - frame.stamp
+        if arrival is not None:
+            latency = time.time() - arrival
+        else:
+            latency = self.node.get_clock().now().nanoseconds * 1e-9 - frame.stamp
         self.matches.publish(messages.correspondence_array(result, header, reference_id, processing, latency))
         self.cloud.publish(cloud)
         if pose is not None:

@@ -11,9 +11,16 @@ Parameter groups:
   ``source_weights``, ``fusion_weights``, ``matcher``, ``kbcnet_weights``, ``center_features``, ``device``, ``fp16``,
   ``cpu_bf16``, ``torch_threads``;
 - engine (changeable at run time; some re-encode the reference): the remaining :class:`EngineConfig` fields;
-- synchronisation: ``sync_slop``, ``sync_buffer_size``;
-- reference: ``reference_file``, ``reference_image``, ``reference_depth``, ``reference_intrinsics``;
+- inputs: ``color_transport``, ``depth_transport``, ``rectified_input``, ``require_matching_frame_ids``,
+  ``max_image_pixels``;
+- synchronisation: ``sync_slop``, ``sync_buffer_size``, ``stamp_source``, ``sync_time_jump_reset``;
+- reference: ``reference_file``, ``reference_image``, ``reference_depth``, ``reference_intrinsics``,
+  ``max_reference_keypoints``;
+- node: ``enabled``, ``fatal_after_failures``;
 - outputs: ``publish_debug_image``, ``marker_scale``, ``diagnostics_period``.
+
+QoS of every topic can be overridden at start-up with rclpy's ``qos_overrides.<topic>.<publisher|subscription>.
+<policy>`` parameters (history, depth, reliability, durability), declared by the node itself.
 """
 
 from __future__ import annotations
@@ -28,10 +35,20 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from semcorr_ros.config import CONSENSUS_MODES, DEPTH_CELL_MODES, DEVICES, KBC_MODES, MATCHERS, EngineConfig
 from semcorr_ros.errors import BadReferenceError, ConfigError
-from semcorr_ros.reference import ReferenceSpec, load_reference, parse_intrinsics, read_depth
+from semcorr_ros.reference import (MAX_KEYPOINTS, MAX_PIXELS, ReferenceSpec, load_reference, parse_intrinsics,
+                                   read_depth)
+from semcorr_ros.ros.stamps import STAMP_SOURCES
 
 __all__ = ["ParamSpec", "PARAMETERS", "PARAMETERS_BY_NAME", "MODEL_PARAMETERS", "REFERENCE_PARAMETERS",
-           "SYNC_PARAMETERS", "declare_all", "engine_config", "load_reference_from_params", "resolve_path"]
+           "SYNC_PARAMETERS", "COLOR_TRANSPORTS", "DEPTH_TRANSPORTS", "declare_all", "engine_config",
+           "load_reference_from_params", "resolve_path", "check_node_choices"]
+
+#: Colour input transports: ``raw`` (sensor_msgs/Image on color/image_raw) or ``compressed`` (CompressedImage,
+#: JPEG/PNG, on color/image_raw/compressed).
+COLOR_TRANSPORTS = ("raw", "compressed")
+#: Depth input transports: ``raw`` (Image) or ``compressedDepth`` (CompressedImage on
+#: aligned_depth_to_color/image_raw/compressedDepth).
+DEPTH_TRANSPORTS = ("raw", "compressedDepth")
 
 _DEFAULTS = EngineConfig()
 
@@ -184,11 +201,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _engine("consensus_in_crop", _BOOL, "Apply the consensus prior in the KBC crop pass too."),
     _engine("pose_from_prior", _BOOL, "When the keypoint RANSAC finds no valid pose, seed one from the 3D "
             "consensus prior's rotation and translation."),
+    # -- inputs
+    ParamSpec("color_transport", _STRING, "raw", "Colour input: raw (sensor_msgs/Image on color/image_raw) or "
+              "compressed (CompressedImage, JPEG/PNG, on color/image_raw/compressed).", choices=COLOR_TRANSPORTS,
+              read_only=True),
+    ParamSpec("depth_transport", _STRING, "raw", "Depth input: raw (Image on aligned_depth_to_color/image_raw) "
+              "or compressedDepth (CompressedImage on aligned_depth_to_color/image_raw/compressedDepth).",
+              choices=DEPTH_TRANSPORTS, read_only=True),
+    ParamSpec("rectified_input", _BOOL, False, "The images are rectified (image_proc's image_rect): intrinsics "
+              "from CameraInfo.p, no distortion. false: raw images, K and the distortion model D (plumb_bob, "
+              "rational_polynomial, equidistant) are used to lift keypoints to 3D."),
+    ParamSpec("require_matching_frame_ids", _BOOL, True, "Reject sets whose colour, depth and camera-info "
+              "frame_id differ (depth not aligned to colour is lifted to 3D wrongly); empty frame_ids are not "
+              "compared."),
+    ParamSpec("max_image_pixels", _INT, MAX_PIXELS, "Largest width x height accepted for a live image or a "
+              "reference image; larger ones are rejected before they are decoded.", range=(1, 1 << 28),
+              read_only=True),
     # -- synchronisation
     ParamSpec("sync_slop", _DOUBLE, 0.02, "Largest |t_depth - t_colour| for a colour and a depth frame to pair, "
-              "seconds.", range=(0.0, 1.0)),
+              "seconds (of header stamps, or of arrival times when those are used).", range=(0.0, 1.0)),
     ParamSpec("sync_buffer_size", _INT, 5, "Frames buffered per input stream while waiting for a partner; "
               "older ones are dropped and counted.", range=(1, 100)),
+    ParamSpec("stamp_source", _STRING, "auto", "Time base that pairs colour and depth: header (the messages' "
+              "stamps), arrival (when they arrive) or auto (header stamps, switching to arrival times when a "
+              "camera publishes zero or constant stamps; /diagnostics says so).", choices=STAMP_SOURCES),
+    ParamSpec("sync_time_jump_reset", _DOUBLE, 1.0, "A frame this many seconds older than the newest one of its "
+              "stream (a bag looping, simulated time restarting) clears the buffers instead of being dropped.",
+              range=(0.001, 1e6)),
     # -- reference
     ParamSpec("reference_file", _STRING, "",
               "Reference YAML: named keypoints in pixels, optionally image, depth and intrinsics (format: "
@@ -201,6 +240,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "('' = the YAML's)."),
     ParamSpec("reference_intrinsics", _DOUBLES, None,
               "Reference camera intrinsics [fx, fy, cx, cy] overriding the YAML's (not set = the YAML's)."),
+    ParamSpec("max_reference_keypoints", _INT, MAX_KEYPOINTS, "Most keypoints a reference may have (the "
+              "matching cost grows with them); a reference with more is rejected.", range=(1, 4096),
+              read_only=True),
+    # -- node
+    ParamSpec("enabled", _BOOL, True, "Run inference (false pauses it: frames are dropped and counted, nothing "
+              "is published; also the ~/set_enabled std_srvs/SetBool service)."),
+    ParamSpec("fatal_after_failures", _INT, 50, "Exit with code 1 (so that launch's respawn restarts the node) "
+              "after this many consecutive frames failed with an unexpected error (e.g. CUDA out of memory); "
+              "0 = never.", range=(0, 1_000_000), read_only=True),
     # -- outputs
     ParamSpec("publish_debug_image", _BOOL, True,
               "Publish ~/debug_image (drawn only while someone subscribes)."),
@@ -213,7 +261,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 PARAMETERS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 MODEL_PARAMETERS = frozenset(p.name for p in PARAMETERS if p.read_only)
 REFERENCE_PARAMETERS = frozenset({"reference_file", "reference_image", "reference_depth", "reference_intrinsics"})
-SYNC_PARAMETERS = frozenset({"sync_slop", "sync_buffer_size"})
+SYNC_PARAMETERS = frozenset({"sync_slop", "sync_buffer_size", "stamp_source", "sync_time_jump_reset"})
 
 
 def declare_all(node: Any) -> dict[str, Any]:
@@ -230,6 +278,18 @@ def declare_all(node: Any) -> dict[str, Any]:
         param = node.declare_parameter(spec.name, default, spec.descriptor())
         out[spec.name] = param.value
     return out
+
+
+def check_node_choices(values: Mapping[str, Any]) -> None:
+    """Check the node's own string parameters with fixed choices (engine options: :func:`engine_config`).
+
+    Raises:
+        ConfigError: a value outside its choices (the message lists them).
+    """
+    for name, value in values.items():
+        spec = PARAMETERS_BY_NAME.get(name)
+        if spec is not None and spec.field is None and spec.choices and value not in spec.choices:
+            raise ConfigError(f"parameter {name!r} must be one of {list(spec.choices)}, got {value!r}")
 
 
 def _as_list(value: Any) -> list:
@@ -342,10 +402,13 @@ def load_reference_from_params(values: Mapping[str, Any]) -> ReferenceSpec | Non
     if not file:
         return None
     image = str(values.get("reference_image") or "")
-    spec = load_reference(resolve_path(file), image_path=resolve_path(image) if image else None)
+    max_pixels = int(values.get("max_image_pixels") or MAX_PIXELS)
+    spec = load_reference(resolve_path(file), image_path=resolve_path(image) if image else None,
+                          max_keypoints=int(values.get("max_reference_keypoints") or MAX_KEYPOINTS),
+                          max_pixels=max_pixels)
     depth = str(values.get("reference_depth") or "")
     if depth:
-        spec.depth = read_depth(resolve_path(depth))
+        spec.depth = read_depth(resolve_path(depth), max_pixels=max_pixels)
         if spec.depth.shape != spec.image.shape[:2]:
             raise BadReferenceError(f"reference depth {depth} is {spec.depth.shape[1]}x{spec.depth.shape[0]} but "
                                     f"the image is {spec.image.shape[1]}x{spec.image.shape[0]}")

@@ -2,12 +2,16 @@
 
 rclpy's own signal handlers are not installed: SIGINT and SIGTERM only set a flag, the spin loop (0.1 s
 steps) sees it, then the node is destroyed *before* rclpy shuts down -- so a worker thread finishing a frame
-never publishes into a dead context, and the process exits with 0 and no traceback.
+never publishes into a dead context, and the process exits with 0 and no traceback. Shutdown is bounded: a
+worker thread still busy after the node's own timeout (``worker_alive``) does not hold the process; it exits
+at once with its code.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -63,10 +67,18 @@ def run_node(make_node: Callable[[], Any], args: list[str] | None = None, name: 
     except (ConfigError, InvalidParameterTypeException, InvalidParameterValueException) as exc:
         get_logger(name).fatal(f"bad parameters: {exc}")
         code = 1
+    except Exception as exc:  # noqa: BLE001 -- any other start-up failure: a clear line and exit code 1
+        get_logger(name).fatal(f"start-up failed: {type(exc).__name__}: {exc}")
+        code = 1
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if node is not None and getattr(node, "worker_alive", False):
+        # A frame still in flight (a stalled device...) must not keep the process: leave without joining it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
