@@ -1,4 +1,4 @@
-"""tools/ablation.py: step runner (logging, skip, timeout), uniform fusion file, markdown rendering."""
+"""lab/ablation.py: step runner (logging, skip, timeout), uniform fusion file, markdown rendering."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from _tools import load_script  # noqa: E402  (test helper next to this file)
 
 @pytest.fixture(scope="module")
 def ablation():
-    return load_script("tools/ablation.py", "semcorr_ablation_tool")
+    return load_script("lab/ablation.py", "semcorr_ablation_tool")
 
 
 def _writer(path: Path, text: str) -> list[str]:
@@ -69,11 +69,11 @@ def test_markdown_tables_and_missing_synth_block(ablation, tmp_path):
               "finished_utc": "now", "skipped_steps": 0,
               "blocks": {"fusion": {"title": "Fusion", "train_command": "semcorr train-fusion", "rows": [ref, row]},
                          "synth": {"title": "Synth", "missing": True, "summary": "s.json",
-                                   "produce_command": "python tools/synth_benchmark.py", "rows": []}}}
+                                   "produce_command": "python lab/synth_benchmark.py", "rows": []}}}
     md = ablation.markdown(result)
     assert "| cfg | d; held-out | 0.412 | 0.700 | +2.0 | 123 | 20 | `semcorr eval A`; `semcorr bench A` |" in md
     assert "| ref | d; held-out | 0.400 | 0.680 | +0.0 |" in md
-    assert "did not exist" in md and "python tools/synth_benchmark.py" in md
+    assert "did not exist" in md and "python lab/synth_benchmark.py" in md
     json.dumps(result)  # the result stays serialisable
 
 

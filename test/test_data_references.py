@@ -97,11 +97,11 @@ def test_train_and_evaluate_on_your_own_views(tmp_path, capsys):
 
 
 def test_synth_views_tool_writes_a_references_dataset(tmp_path):
-    """tools/dev/synth_views.py: rendered frames of one object as reference files, readable as pairs."""
-    pytest.importorskip("semcorr_ros.synth")
+    """lab/dev/synth_views.py: rendered frames of one object as reference files, readable as pairs."""
+    pytest.importorskip("semcorr_ros.lab.synth")
     from _tools import load_script  # noqa: E402
 
-    tool = load_script("tools/dev/synth_views.py", "semcorr_synth_views_tool")
+    tool = load_script("lab/dev/synth_views.py", "semcorr_synth_views_tool")
     assert tool.main([str(tmp_path), "--seeds", "3", "--frames", "2", "--categories", "mug"]) == 0
     ds = build_dataset("references", tmp_path)
     assert ds.pair_ids == ["mug_s3/view_000-view_001", "mug_s3/view_001-view_000"]

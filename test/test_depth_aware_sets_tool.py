@@ -1,4 +1,4 @@
-"""tools/dev/depth_aware_sets.py: argument parsing and a two-frame run with the embedded default model."""
+"""lab/dev/depth_aware_sets.py: argument parsing and a two-frame run with the embedded default model."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 
 from _tools import load_script  # noqa: E402  (test helper next to this file)
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "dev" / "depth_aware_sets.py"
+TOOL = Path(__file__).resolve().parents[1] / "lab" / "dev" / "depth_aware_sets.py"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    return load_script("tools/dev/depth_aware_sets.py", "semcorr_depth_aware_sets")
+    return load_script("lab/dev/depth_aware_sets.py", "semcorr_depth_aware_sets")
 
 
 def test_parsing(tool):
@@ -43,7 +43,7 @@ def _identity_projected_fusion(path):
 
 
 def test_two_frame_run_scores_every_variant_on_the_same_keypoints(tmp_path):
-    pytest.importorskip("semcorr_ros.synth")
+    pytest.importorskip("semcorr_ros.lab.synth")
     _identity_projected_fusion(tmp_path / "eye.safetensors")
     cmd = [sys.executable, str(TOOL), "--setting", "normal", "--seeds", "3", "--frames", "2",
            "--cache", str(tmp_path / "scenes"), "--json", str(tmp_path / "s.json"),

@@ -14,10 +14,10 @@ from semcorr_ros.engine import CorrespondenceEngine
 from semcorr_ros.engine.fusion import FORMAT_V2, FeatureFusion, load_fusion, save_fusion
 from semcorr_ros.engine.matching import sample_descriptors, similarity
 from semcorr_ros.errors import ConfigError, WeightsError
-from semcorr_ros.train.fusion_data import MapCache
-from semcorr_ros.train.fusion_proj import (ProjectedFusionModel, _similarities, build_projection_data, grid_image,
+from semcorr_ros.lab.train.fusion_data import MapCache
+from semcorr_ros.lab.train.fusion_proj import (ProjectedFusionModel, _similarities, build_projection_data, grid_image,
                                            pca_projections, projected_hit_rate, train_projected_fusion)
-from semcorr_ros.train.fusion_train import write_outputs
+from semcorr_ros.lab.train.fusion_train import write_outputs
 
 
 def _maps(seed, shapes=((6, 5), (4, 9))):
@@ -106,7 +106,7 @@ def test_trainer_similarities_equal_the_engines():
     with torch.no_grad():
         model.log_gains[0].copy_(torch.tensor([0.1, -0.2, 0.3, 0.0, 0.5, -0.4]))
     uv = torch.tensor([[0.2, 0.3], [0.7, 0.55], [0.01, 0.99]])
-    from semcorr_ros.train.fusion_proj import ProjPair
+    from semcorr_ros.lab.train.fusion_proj import ProjPair
 
     pair = ProjPair("p", "c", "s", "t", uv, torch.zeros(3, 4, dtype=torch.long), torch.full((3, 4), 0.25))
     got = _similarities(model, images, [pair], grid)[0]
@@ -253,7 +253,7 @@ class _Pairs:
 
 
 def test_group_split_keeps_scenes_whole():
-    from semcorr_ros.train.fusion_split import group_split
+    from semcorr_ros.lab.train.fusion_split import group_split
 
     # 5 synthetic scenes of 4 frames (reference -> frame pairs), the same scene names in two categories
     triples = [(c, f"s{s}_ref", f"s{s}_f{i}") for c in ("mug", "lamp") for s in range(5) for i in range(4)]

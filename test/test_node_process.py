@@ -1,6 +1,6 @@
 """correspond_node as a separate process (the installed launcher), the default model, real DDS.
 
-- A 640x480 RGB-D stream at 30 Hz for 20 s with a known answer (tools/dev/measure_node_rate.py, which also
+- A 640x480 RGB-D stream at 30 Hz for 20 s with a known answer (lab/dev/measure_node_rate.py, which also
   serves as the measurement script): correct matches and 3D points, no backlog (latency bounded, not growing),
   bounded memory, drops reported in /diagnostics, then a clean SIGINT shutdown (exit code 0, no traceback).
 - SIGTERM while frames are being processed: exit code 0, no traceback.
@@ -29,7 +29,7 @@ LAUNCHER = Path(sys.prefix) / "lib" / "semcorr_ros" / "correspond_node"
 
 def test_stream_at_30hz_then_sigint(tmp_path: Path, ros_env: dict[str, str]) -> None:
     out = tmp_path / "node_rate.json"
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "dev" / "measure_node_rate.py"), "--duration", "20",
+    proc = subprocess.run([sys.executable, str(REPO / "lab" / "dev" / "measure_node_rate.py"), "--duration", "20",
                            "--json", str(out)], env=ros_env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,19 +1,19 @@
-"""`semcorr_ros.synth` Python API: shape families, rendering, ground truth, determinism, options."""
+"""`semcorr_ros.lab.synth` Python API: shape families, rendering, ground truth, determinism, options."""
 
 import numpy as np
 import pytest
 
 from semcorr_ros.errors import ConfigError
 from semcorr_ros.groundtruth import FrameGroundTruth, relative_pose
-from semcorr_ros.synth import CATEGORIES, SceneSpec, get_category, render_scene
-from semcorr_ros.synth.scene import _build_world, view_pose
+from semcorr_ros.lab.synth import CATEGORIES, SceneSpec, get_category, render_scene
+from semcorr_ros.lab.synth.scene import _build_world, view_pose
 
 W, H = 160, 120
 
 
 @pytest.fixture(scope="module")
 def o3d():
-    from semcorr_ros.synth.o3d import open3d
+    from semcorr_ros.lab.synth.o3d import open3d
 
     return open3d()
 
@@ -141,7 +141,7 @@ def test_different_seeds_give_different_instances():
 
 def test_reference_view_has_six_keypoints_and_loads(tmp_path, scenes):
     from semcorr_ros.reference import load_reference
-    from semcorr_ros.synth.output import write_reference
+    from semcorr_ros.lab.synth.output import write_reference
 
     for cat, s in scenes.items():
         ref = s.reference
@@ -212,7 +212,7 @@ def test_spec_validation_names_the_problem():
 def test_open3d_import_failure_is_a_clear_error(monkeypatch):
     import sys
 
-    import semcorr_ros.synth.o3d as o3d_mod
+    import semcorr_ros.lab.synth.o3d as o3d_mod
     from semcorr_ros.errors import SemcorrError
 
     monkeypatch.setattr(o3d_mod, "_O3D", None)

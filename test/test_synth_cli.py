@@ -9,8 +9,8 @@ import yaml
 
 from semcorr_ros.cli import main
 from semcorr_ros.groundtruth import GT_TOPIC, FrameGroundTruth
-from semcorr_ros.synth import START_NS
-from semcorr_ros.synth.bagio import COLOR_TOPIC, DEPTH_TOPIC, FRAME_ID, INFO_TOPIC
+from semcorr_ros.lab.synth import START_NS
+from semcorr_ros.lab.synth.bagio import COLOR_TOPIC, DEPTH_TOPIC, FRAME_ID, INFO_TOPIC
 
 SMALL = ["--width", "160", "--height", "120", "--no-progress"]
 TOPICS = {COLOR_TOPIC, DEPTH_TOPIC, INFO_TOPIC, GT_TOPIC}
@@ -149,7 +149,7 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
-    import semcorr_ros.synth.output as output
+    import semcorr_ros.lab.synth.output as output
 
     real = output.write_scene
 

@@ -17,9 +17,9 @@ from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
 from semcorr_ros.engine.matching import sample_descriptors, similarity
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.errors import ConfigError
-from semcorr_ros.train.fusion_data import MapCache, bilinear_target, build_pair_tensors, pair_tensors
-from semcorr_ros.train.fusion_split import load_split, make_split, save_split
-from semcorr_ros.train.fusion_train import (batch_loss, fused_similarity, info_nce, train_fusion,
+from semcorr_ros.lab.train.fusion_data import MapCache, bilinear_target, build_pair_tensors, pair_tensors
+from semcorr_ros.lab.train.fusion_split import load_split, make_split, save_split
+from semcorr_ros.lab.train.fusion_train import (batch_loss, fused_similarity, info_nce, train_fusion,
                                             write_outputs)
 
 
@@ -84,7 +84,7 @@ def _hand_pair(good_first: bool):
     good[torch.arange(k), pos] = 0.9
     noise = torch.rand(k, n) * 0.6 - 0.3
     sims = torch.stack([good, noise] if good_first else [noise, good]).half()
-    from semcorr_ros.train.fusion_data import PairTensors
+    from semcorr_ros.lab.train.fusion_data import PairTensors
 
     return PairTensors("p", "c", sims, torch.ones(2, k), torch.stack([pos, pos, pos, pos], 1),
                        torch.full((k, 4), 0.25))
@@ -264,8 +264,8 @@ def test_cli_trains_on_a_willow_fixture(tmp_path, capsys):
 
 def test_synth_pairs_train(toy_setup):
     """``--dataset synth``: reference -> frame pairs of a rendered scene, keypoints aligned by name."""
-    pytest.importorskip("semcorr_ros.synth")
-    from semcorr_ros.train.fusion_synth import SynthPairs
+    pytest.importorskip("semcorr_ros.lab.synth")
+    from semcorr_ros.lab.train.fusion_synth import SynthPairs
 
     ds = SynthPairs(categories=["mug"], scenes=1, frames=2, size=(160, 120))
     assert len(ds) == 2 and ds.categories == ["mug"]
@@ -290,8 +290,8 @@ def test_synth_pairs_train(toy_setup):
 
 def test_depth_cell_weights_equal_the_engines_depth_weights():
     from semcorr_ros.engine.depth_aware import DepthModel, depth_weights
-    from semcorr_ros.train.fusion_data import depth_tensors
-    from semcorr_ros.train.fusion_train import depth_cell_weights
+    from semcorr_ros.lab.train.fusion_data import depth_tensors
+    from semcorr_ros.lab.train.fusion_train import depth_cell_weights
 
     rng = np.random.default_rng(0)
     depth = rng.uniform(0.8, 2.5, (64, 64)).astype(np.float32)
@@ -316,7 +316,7 @@ def test_learning_the_depth_floor_suppresses_a_distractor_at_the_wrong_depth():
     # Every keypoint has a same-looking distractor cell (similarity just below the true one's) at 3 m, behind
     # the object at 1 m. The first pass is right, so the depth model sits on the object; lowering the floor
     # suppresses the distractors, and the loss must drive it down.
-    from semcorr_ros.train.fusion_data import DepthTensors, PairTensors
+    from semcorr_ros.lab.train.fusion_data import DepthTensors, PairTensors
 
     k, n = 4, 16
     sims = torch.full((1, k, n), 0.1)

@@ -14,7 +14,7 @@ from semcorr_ros.cli import main
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine
 from semcorr_ros.engine.kbcnet import FORMAT, load_kbcnet
-from semcorr_ros.train import kbcnet_train as kt
+from semcorr_ros.lab.train import kbcnet_train as kt
 
 
 def _smoke(tmp_path, name, seed=0):

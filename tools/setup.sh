@@ -89,7 +89,8 @@ exec 9>"$BUILD/.install.lock"
 flock 9  # one build/install at a time in this tree (tools/test.sh takes the same lock)
 # Links to Python files that were deleted or renamed since the last install would linger.
 INSTALLED_PKG="$VENV/lib/python$PY_VERSION/site-packages/semcorr_ros"
-if [[ -d "$INSTALLED_PKG" ]]; then find "$INSTALLED_PKG" -xtype l -delete; fi
+# So would folders of moved subpackages, holding nothing but byte code (they would import as namespace packages).
+if [[ -d "$INSTALLED_PKG" ]]; then bash tools/_prune_install.sh "$INSTALLED_PKG"; fi
 run_logged cmake --build "$BUILD" --parallel "$(nproc 2>/dev/null || echo 2)"
 # (from inside build/: the symlink installer writes its manifest into the current directory)
 (cd "$BUILD" && run_logged cmake --install .)

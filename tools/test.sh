@@ -27,9 +27,9 @@ if [[ "${SEMCORR_SKIP_INSTALL:-0}" != "1" ]]; then
     (
         flock 9
         export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV"
-        # drop links to Python files deleted since the last install
+        # drop links to Python files deleted since the last install (and folders of moved subpackages)
         for pkg in "$VENV"/lib/python3*/site-packages/semcorr_ros; do
-            if [[ -d "$pkg" ]]; then find "$pkg" -xtype l -delete; fi
+            if [[ -d "$pkg" ]]; then bash tools/_prune_install.sh "$pkg"; fi
         done
         if ! { cmake --build "$BUILD" && cd "$BUILD" && cmake --install .; } >"$BUILD/test-install.log" 2>&1; then
             tail -n 30 "$BUILD/test-install.log" >&2

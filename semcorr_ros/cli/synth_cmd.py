@@ -41,8 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semcorr_ros.synth.output import write_output
-    from semcorr_ros.synth.scene import SceneSpec
+    from semcorr_ros.lab import require
+
+    require(("open3d",), "semcorr synth")
+    from semcorr_ros.lab.synth.output import write_output
+    from semcorr_ros.lab.synth.scene import SceneSpec
 
     cats = ["mug", "bottle", "lamp"] if args.category == "all" else [args.category]
     specs = [SceneSpec(category=c, seed=args.seed, frames=args.frames, small_object=args.small_object,

@@ -2,7 +2,7 @@
 
 The engine's frozen sources encode every image once (cached in memory, and on disk with ``--cache-dir``); the
 per-(source, layer) fusion logits (and the temperature) are then trained on cached per-map similarities
-(:mod:`semcorr_ros.train.fusion_train`). Writes a ``semcorr-fusion-v1`` file (``--out``) that the engine loads
+(:mod:`semcorr_ros.lab.train.fusion_train`). Writes a ``semcorr-fusion-v1`` file (``--out``) that the engine loads
 with ``--fusion-weights PATH``, a loss-curve PNG next to it and, with ``--json``, a summary.
 
 Honest evaluation: ``--holdout-images F`` / ``--holdout-categories A,B`` / ``--split-file S`` keep pairs out of
@@ -10,7 +10,7 @@ training; ``--evaluate`` then runs the full engine (``semcorr eval``'s path) on 
 hand-set (``source_weights``) and learned fusion and prints PCK for each. See docs/training.md.
 
 ``--fusion-model projected`` learns a projected fusion instead (``semcorr-fusion-v2``: the logits plus one
-learned rank-``--rank`` projection per map, :mod:`semcorr_ros.train.fusion_proj`): it adapts the matching metric
+learned rank-``--rank`` projection per map, :mod:`semcorr_ros.lab.train.fusion_proj`): it adapts the matching metric
 to the training categories, opt-in, for use on the same kinds of objects.
 
 RGB-D data (``--dataset synth``) also trains the depth-aware module's ``depth_floor`` and ``depth_spread``
@@ -21,7 +21,6 @@ engine flags ``--depth-floor`` / ``--depth-spread`` (ROS parameters ``depth_floo
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import time
 from pathlib import Path
@@ -115,10 +114,10 @@ def _dataset(args: argparse.Namespace):
     if args.max_pairs:
         kwargs["max_pairs"] = args.max_pairs
     if args.dataset == "synth":
-        if importlib.util.find_spec("semcorr_ros.synth") is None:
-            raise ConfigError("dataset 'synth' needs the semcorr_ros.synth module (synthetic RGB-D scenes), which "
-                              "this installation does not have")
-        from semcorr_ros.train.fusion_synth import SynthPairs
+        from semcorr_ros.lab import require
+
+        require(("open3d",), "semcorr train-fusion --dataset synth")
+        from semcorr_ros.lab.train.fusion_synth import SynthPairs
 
         return SynthPairs(scenes=args.synth_scenes, frames=args.synth_frames, seed=args.seed, **kwargs)
     if args.root is None:
@@ -144,12 +143,15 @@ def _source_logits(engine, source_weights: dict[str, float] | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from semcorr_ros.lab import require
+
+    require(("matplotlib",), "semcorr train-fusion (its loss plot)")
     import torch
 
     from semcorr_ros.engine import CorrespondenceEngine
-    from semcorr_ros.train.fusion_data import MapCache, build_pair_tensors, cache_name
-    from semcorr_ros.train.fusion_split import PairSplit, load_split, make_split, save_split
-    from semcorr_ros.train.fusion_train import argmax_pck, train_fusion
+    from semcorr_ros.lab.train.fusion_data import MapCache, build_pair_tensors, cache_name
+    from semcorr_ros.lab.train.fusion_split import PairSplit, load_split, make_split, save_split
+    from semcorr_ros.lab.train.fusion_train import argmax_pck, train_fusion
 
     t_start = time.perf_counter()
     if args.validation and args.fusion_model != "projected":
@@ -236,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
 def _finish(args, dataset, split, engine, result, train_pairs, held_pairs, prep_s, t_start, extra: dict) -> int:
     """Write the weights file and loss plot, print the loss line, write the ``--json`` summary (the fields both
     fusion models share, plus ``extra``) and, with ``--evaluate``, run and print the held-out comparison."""
-    from semcorr_ros.train.fusion_train import write_outputs
+    from semcorr_ros.lab.train.fusion_train import write_outputs
 
     out, plot = write_outputs(result, args.out)
     kind = " (semcorr-fusion-v2)" if getattr(result, "projections", None) else ""
@@ -292,8 +294,8 @@ def _print_eval(results: dict, pairs: int) -> None:
 
 def _run_projected(args, dataset, split, engine, cache, init, t_start) -> int:
     """``--fusion-model projected``: train, write the semcorr-fusion-v2 file, summary, optional evaluation."""
-    from semcorr_ros.train.fusion_proj import build_projection_data, projected_hit_rate, train_projected_fusion
-    from semcorr_ros.train.fusion_split import group_split
+    from semcorr_ros.lab.train.fusion_proj import build_projection_data, projected_hit_rate, train_projected_fusion
+    from semcorr_ros.lab.train.fusion_split import group_split
 
     cfg = engine.config
     progress = not args.no_progress
@@ -350,7 +352,7 @@ def _evaluate(engine, dataset, indices, fusions: dict, progress) -> dict:
     import torch
 
     from semcorr_ros.eval.runner import evaluate
-    from semcorr_ros.train.fusion_split import PairSubset
+    from semcorr_ros.lab.train.fusion_split import PairSubset
 
     subset = PairSubset(dataset, indices)
     # The engine encodes the held-out images again (float32 maps, exactly as `semcorr eval` does; the training

@@ -3,9 +3,9 @@
 The backbones and the fusion are the engine's (the same ``--backbone``/``--fusion-weights`` flags as ``eval``;
 the head only fits the configuration it was trained with). Each image is encoded once; the head (CSFA +
 centre-pivot 4D decoder) is trained on the training lattice ``--resolution`` with the keypoint cross-entropy of
-:mod:`semcorr_ros.train.kbcnet_train`. Then the full engine runs with the trained head over (at most
+:mod:`semcorr_ros.lab.train.kbcnet_train`. Then the full engine runs with the trained head over (at most
 ``--calibration-pairs`` of) the training pairs and the engine's confidence calibration is rescaled to the head's
-scores (Platt scaling, :func:`semcorr_ros.train.kbcnet_train.calibrate_head`; ``--no-calibrate`` skips it): the
+scores (Platt scaling, :func:`semcorr_ros.lab.train.kbcnet_train.calibrate_head`; ``--no-calibrate`` skips it): the
 head's scores sit higher than the NN matcher's, and ``kbc: auto`` and ``score_threshold`` read the confidence.
 Writes the head (``semcorr-kbcnet-v1`` safetensors, the calibration in its metadata) and a loss-curve PNG.
 
@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from semcorr_ros.lab import require
+
+    require(("matplotlib",), "semcorr train-kbcnet (its loss plot)")
     import torch
 
     from semcorr_ros.cli.common import engine_config
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from semcorr_ros.engine.matching import pixels_to_uv
     from semcorr_ros.errors import ConfigError
     from semcorr_ros.eval.pck import normalisers
-    from semcorr_ros.train import kbcnet_train as kt
+    from semcorr_ros.lab.train import kbcnet_train as kt
 
     progress = not args.no_progress
     if args.smoke:

@@ -1,7 +1,7 @@
 """Developer sweep of the 2D consensus prior on pf-willow-dev with the default engine (exactly the eval path).
 
 Every image is encoded once (engine cache); each setting then only re-runs matching (seconds).
-Not part of the package. Usage: python tools/dev/tune_consensus.py ROOT [--grid W:S,W:S,...] [--thresholds ..]
+Not part of the package. Usage: python lab/dev/tune_consensus.py ROOT [--grid W:S,W:S,...] [--thresholds ..]
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""Synthetic RGB-D scenes (:mod:`semcorr_ros.synth`) as a pair dataset for fusion training (``--dataset synth``).
+"""Synthetic RGB-D scenes (:mod:`semcorr_ros.lab.synth`) as a pair dataset for fusion training (``--dataset synth``).
 
 Every scene (``SceneSpec(category, seed, frames)``) has a reference view of one instance of the category and a
 camera trajectory around *another* instance; a pair is (reference -> frame ``i``): source = the reference image
@@ -22,7 +22,7 @@ class SynthPairs(PairDataset):
     """(reference, frame) pairs of synthetic scenes.
 
     Args:
-        categories: synth categories (default: all of ``semcorr_ros.synth.CATEGORIES``).
+        categories: synth categories (default: all of ``semcorr_ros.lab.synth.CATEGORIES``).
         scenes: scenes per category.
         frames: frames per scene (pairs per scene).
         seed: scene seeds are ``seed * 1000 + j``.
@@ -36,7 +36,7 @@ class SynthPairs(PairDataset):
                  frames: int = 6, seed: int = 0, size: tuple[int, int] = (640, 480),
                  max_pairs: int | None = None) -> None:
         super().__init__(Path("."))
-        from semcorr_ros.synth import CATEGORIES, SceneSpec
+        from semcorr_ros.lab.synth import CATEGORIES, SceneSpec
 
         if scenes < 1 or frames < 1:
             raise ConfigError(f"synth needs scenes >= 1 and frames >= 1, got {scenes}, {frames}")
@@ -61,7 +61,7 @@ class SynthPairs(PairDataset):
     def _scene(self, cat: str, s: int):
         key = (cat, s)
         if key not in self._scenes:
-            from semcorr_ros.synth import render_scene
+            from semcorr_ros.lab.synth import render_scene
 
             self._scenes[key] = render_scene(self._spec(category=cat, seed=s, frames=self._frames,
                                                         width=self.size[0], height=self.size[1], depth_noise=True))

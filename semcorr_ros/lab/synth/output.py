@@ -20,8 +20,8 @@ import yaml
 
 from semcorr_ros.errors import ConfigError, SemcorrError
 from semcorr_ros.groundtruth import GT_TOPIC
-from semcorr_ros.synth.bagio import COLOR_TOPIC, DEPTH_TOPIC, FRAME_ID, INFO_TOPIC, SceneBagWriter
-from semcorr_ros.synth.scene import Scene, SceneReference, SceneSpec, render_scene
+from semcorr_ros.lab.synth.bagio import COLOR_TOPIC, DEPTH_TOPIC, FRAME_ID, INFO_TOPIC, SceneBagWriter
+from semcorr_ros.lab.synth.scene import Scene, SceneReference, SceneSpec, render_scene
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def write_scene(scene: Scene, folder: Path, storage: str = "mcap", command: Sequ
 
     Returns the ``scene.json`` document (plus a ``timing`` entry that is not written, so that the files are a
     function of the command alone)."""
-    from semcorr_ros.synth.preview import contact_sheet
+    from semcorr_ros.lab.synth.preview import contact_sheet
 
     spec = scene.spec
     n = len(scene)

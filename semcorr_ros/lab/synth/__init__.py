@@ -2,7 +2,7 @@
 
 Python API (no bag needed)::
 
-    from semcorr_ros.synth import SceneSpec, render_scene
+    from semcorr_ros.lab.synth import SceneSpec, render_scene
     scene = render_scene(SceneSpec("mug", seed=3, frames=30))
     for rgb, depth_mm, K, gt in scene.frames:      # gt: semcorr_ros.groundtruth.FrameGroundTruth
         ...
@@ -11,8 +11,8 @@ Python API (no bag needed)::
 See docs/synth.md.
 """
 
-from semcorr_ros.synth.categories import CATEGORIES, Category, Model, get_category
-from semcorr_ros.synth.scene import (START_NS, Frame, Scene, SceneReference, SceneSpec, intrinsics,
+from semcorr_ros.lab.synth.categories import CATEGORIES, Category, Model, get_category
+from semcorr_ros.lab.synth.scene import (START_NS, Frame, Scene, SceneReference, SceneSpec, intrinsics,
                                      render_scene)
 
 __all__ = ["CATEGORIES", "Category", "Model", "get_category", "START_NS", "Frame", "Scene", "SceneReference",

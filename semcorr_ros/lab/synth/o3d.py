@@ -41,7 +41,7 @@ def open3d() -> ModuleType:
         hint = f" (preloading libusb from libusb-package failed: {_preload_error})" if _preload_error else ""
         raise Open3dUnavailableError(
             f"cannot import open3d, needed by `semcorr synth` for CPU ray casting: {exc}{hint}. Install the "
-            "pinned open3d-cpu and libusb-package from requirements.txt (bash tools/setup.sh), or the Debian "
-            "package libusb-1.0-0.") from exc
+            "lab requirements (pip install -r requirements-lab.txt: the pinned open3d-cpu and libusb-package), or "
+            "the Debian package libusb-1.0-0.") from exc
     _O3D = o3d
     return o3d

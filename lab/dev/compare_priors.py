@@ -1,4 +1,4 @@
-"""Compare the consensus priors (none / 2d / 3d) on synthetic RGB-D scenes (semcorr_ros.synth), offline.
+"""Compare the consensus priors (none / 2d / 3d) on synthetic RGB-D scenes (semcorr_ros.lab.synth), offline.
 
 For each scene the reference (another instance of the category) is set once with its depth and intrinsics; every
 frame is encoded once (engine cache) and matched with the prior off, the 2D affine prior and the 3D similarity
@@ -10,7 +10,7 @@ ground-truth reference-camera -> live-camera transform (the two instances share 
 rigid pose between different instances is approximate by nature) and the mean consensus time.
 
 Not part of the package. Usage (from outside the repository root):
-    python tools/dev/compare_priors.py [--categories mug,bottle,lamp] [--seeds 0,1] [--frames 8] [--alpha 0.1]
+    python lab/dev/compare_priors.py [--categories mug,bottle,lamp] [--seeds 0,1] [--frames 8] [--alpha 0.1]
 """
 
 import argparse
@@ -21,7 +21,7 @@ import numpy as np
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine
 from semcorr_ros.groundtruth import relative_pose
-from semcorr_ros.synth import SceneSpec, render_scene
+from semcorr_ros.lab.synth import SceneSpec, render_scene
 
 SETTINGS = {"none": dict(consensus_prior=False), "2d": dict(consensus_mode="2d"), "3d": dict(consensus_mode="3d"),
             "auto": dict(consensus_mode="auto"), "3d+pose": dict(consensus_mode="3d", pose_from_prior=True),

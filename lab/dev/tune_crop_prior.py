@@ -9,7 +9,7 @@ threshold of the shrunk target), but every variant runs on each pair in turn wit
   map   only the full-frame prior mapped into the crop
 
 Not part of the package. Usage (from outside the repository root):
-    python tools/dev/tune_crop_prior.py ROOT [--small-object 0.03] [--kbc on]
+    python lab/dev/tune_crop_prior.py ROOT [--small-object 0.03] [--kbc on]
 """
 
 import argparse

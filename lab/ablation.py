@@ -3,7 +3,7 @@
 
 Usage (after `bash tools/setup.sh`; run from the repository root or anywhere):
 
-    .venv/bin/python tools/ablation.py [--out out/ablation] [--doc docs/ablation.md] [--blocks fusion matcher synth]
+    .venv/bin/python lab/ablation.py [--out out/ablation] [--doc docs/ablation.md] [--blocks fusion matcher synth]
                                        [--force] [--kbcnet-weights PATH] [--wait-synth-until HH:MM]
 
 Runs the real CLI (`semcorr train-fusion`, `train-kbcnet`, `eval`, `bench`) as subprocesses, logs every exact
@@ -23,7 +23,7 @@ Blocks:
    trained for ``--kbcnet-epochs`` (default 1); when that exceeds ``--kbcnet-timeout`` the run falls back to
    ``--kbcnet-fallback`` (if present) and says so.
 3. ``synth`` -- depth-aware off/on and KBC off/auto/on on the synthetic RGB-D scenes, read from
-   ``tools/synth_benchmark.py``'s ``summary.json`` (never re-run here; ``--wait-synth-until`` polls for it).
+   ``lab/synth_benchmark.py``'s ``summary.json`` (never re-run here; ``--wait-synth-until`` polls for it).
 
 Re-runs are cheap: a step whose output (JSON / weights) exists is skipped unless ``--force``.
 """
@@ -295,7 +295,7 @@ def block_synth(runner: Runner, summary_path: Path, wait_until: str | None) -> d
     t_wait = time.perf_counter()
     present = _wait_for(summary_path, wait_until)
     waited = round(time.perf_counter() - t_wait, 1)
-    produce = ".venv/bin/python tools/synth_benchmark.py --out " + display([str(summary_path.parent)])
+    produce = ".venv/bin/python lab/synth_benchmark.py --out " + display([str(summary_path.parent)])
     block = {"title": "Depth-aware weighting and KBC (synthetic RGB-D scenes)", "summary": str(summary_path),
              "produce_command": produce, "rows": [], "waited_s": waited}
     if not present:
@@ -325,7 +325,7 @@ def block_synth(runner: Runner, summary_path: Path, wait_until: str | None) -> d
             "latency_p50_ms": b["latency_ms"]["p50"], "match_p50_ms": b["stages_ms_p50"].get("match"),
             "kbc_used_in_bench": b.get("kbc_used"),
             "eval_command": f"semcorr bag-eval SCENE/bag --reference SCENE/reference.yaml --mode offline "
-                            f"{' '.join(flags)}".strip() + " (per scene, by tools/synth_benchmark.py)",
+                            f"{' '.join(flags)}".strip() + " (per scene, by lab/synth_benchmark.py)",
             "bench_command": be["display"]})
     return block
 
@@ -369,7 +369,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Ablation",
         "",
-        "Produced by `.venv/bin/python tools/ablation.py` (this page and `out/ablation/ablation.json`; every "
+        "Produced by `.venv/bin/python lab/ablation.py` (this page and `out/ablation/ablation.json`; every "
         "command it ran is logged under `out/ablation/logs/`). PCK is per keypoint, bbox threshold, pooled over "
         "the data of the row. Latency: `semcorr bench --frames " + str(BENCH_FRAMES) + "` (640x480 RGB-D "
         "frame, p50 of the whole `process` call and of its `match` stage) with the row's engine flags.",
@@ -404,7 +404,7 @@ def markdown(result: dict) -> str:
                 "train-fusion --dataset synth` on rendered scenes only (they never saw a PF-WILLOW image; the "
                 "shipped file's command is in docs/training.md, \"Shipped default\"), the learned row with:", "",
                 f"    {block['train_command']}", "",
-                "The uniform fusion files were written by `tools/ablation.py` itself (`FeatureFusion` + "
+                "The uniform fusion files were written by `lab/ablation.py` itself (`FeatureFusion` + "
                 "`save_fusion`, the map names taken from the learned file).", ""]
         elif key == "matcher":
             lines += [
@@ -419,10 +419,10 @@ def markdown(result: dict) -> str:
             if block.get("missing"):
                 lines += [f"`{block['summary']}` did not exist when this page was written. Produce it with",
                           "", f"    {block['produce_command']}", "",
-                          "and re-run `tools/ablation.py` (the other blocks are skipped as done).", ""]
+                          "and re-run `lab/ablation.py` (the other blocks are skipped as done).", ""]
                 continue
             lines += [
-                "Read from the synthetic benchmark's summary (`tools/synth_benchmark.py`: per seed one mug, "
+                "Read from the synthetic benchmark's summary (`lab/synth_benchmark.py`: per seed one mug, "
                 "bottle and lamp scene with depth noise; `normal` = object ~6-12 % of the image, `small` = "
                 "~2-3 %; each scene scored by `semcorr bag-eval --mode offline`), not re-run here:", "",
                 f"    {block['produce_command']}", "",
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = []
 
     def finish() -> dict:
-        result = {"command": shlex.join([Path(sys.executable).name, "tools/ablation.py", *(argv or sys.argv[1:])]),
+        result = {"command": shlex.join([Path(sys.executable).name, "lab/ablation.py", *(argv or sys.argv[1:])]),
                   "machine": _machine(), "load_before": load_before, "load_after": round(os.getloadavg()[0], 1),
                   "wall_s": round(time.perf_counter() - t0, 1),
                   "finished_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

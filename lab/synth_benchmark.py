@@ -3,7 +3,7 @@
 
 Usage (after `bash tools/setup.sh`; run from anywhere):
 
-    .venv/bin/python tools/synth_benchmark.py [--out out/synth_benchmark] [--seeds 0 1] [--frames 30]
+    .venv/bin/python lab/synth_benchmark.py [--out out/synth_benchmark] [--seeds 0 1] [--frames 30]
 
 Generates, for every seed, one scene per category (mug, bottle, lamp) in two settings -- ``normal`` (object
 covers ~6-12 % of the image) and ``small`` (``--small-object``, ~2-3 %) -- all with ``--depth-noise``; then

@@ -2,7 +2,7 @@
 
 Encodes the bench reference and frame once, then times the engine's consensus step (coarse pooling, dense mutual
 matches, fit, keypoint projection) for each mode, interleaved so that machine load affects both alike.
-Not part of the package. Usage (from outside the repository root): python tools/dev/bench_prior.py [--reps 200]
+Not part of the package. Usage (from outside the repository root): python lab/dev/bench_prior.py [--reps 200]
 """
 
 import argparse

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from semcorr_ros.groundtruth import FrameGroundTruth
-from semcorr_ros.synth.scene import SceneReference
+from semcorr_ros.lab.synth.scene import SceneReference
 
 TILE_W = 320
 VISIBLE = (40, 230, 60)

@@ -1,7 +1,7 @@
 """Developer sweep on pf-willow-dev: cache per-map features once, then score fusion/matching settings fast.
 
 Not part of the package; used to choose the embedded default's settings (figures in the issue notes).
-Usage: python tools/dev/tune_pfwillow.py ROOT [--effnet-layers 14,19] [--effnet-size 320] ...
+Usage: python lab/dev/tune_pfwillow.py ROOT [--effnet-layers 14,19] [--effnet-size 320] ...
 """
 
 import argparse

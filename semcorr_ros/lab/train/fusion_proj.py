@@ -1,6 +1,6 @@
 """Projected fusion (``semcorr-fusion-v2``): the fusion logits plus one learned linear map per feature map.
 
-The scalar fusion (:mod:`semcorr_ros.train.fusion_train`) can only re-weight whole maps. Here every map ``m``
+The scalar fusion (:mod:`semcorr_ros.lab.train.fusion_train`) can only re-weight whole maps. Here every map ``m``
 also gets a projection ``P_m`` (``[r, C_m]``, rank ``r``, default 64) and positive per-channel gains ``g_m``, used
 after the centring and before the normalisation::
 
@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from semcorr_ros.engine.fusion import FeatureFusion
 from semcorr_ros.errors import ConfigError
-from semcorr_ros.train.fusion_data import MapCache, bilinear_target, cached_pairs
-from semcorr_ros.train.fusion_train import TrainResult, grid_hits, info_nce, run_epoch
+from semcorr_ros.lab.train.fusion_data import MapCache, bilinear_target, cached_pairs
+from semcorr_ros.lab.train.fusion_train import TrainResult, grid_hits, info_nce, run_epoch
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _mean_loss(model, images, pairs, grid, target, chunk: int = 32) -> float:
 def projected_hit_rate(model: ProjectedFusionModel, images: dict[Hashable, GridImage], pairs: Sequence[ProjPair],
                        grid: int, radius_cells: float = 1.0) -> float:
     """Fraction of keypoints whose fused-similarity argmax cell is within ``radius_cells`` of the target (a quick
-    diagnostic like :func:`~semcorr_ros.train.fusion_train.argmax_pck`, not the benchmark PCK)."""
+    diagnostic like :func:`~semcorr_ros.lab.train.fusion_train.argmax_pck`, not the benchmark PCK)."""
     hits = n = 0
     for j in range(0, len(pairs), 32):
         part = pairs[j:j + 32]

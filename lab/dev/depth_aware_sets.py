@@ -9,8 +9,8 @@ seed fixes every byte of a scene), so a re-run only matches.
 
 Usage (from anywhere; ~8 s to render a scene, ~10 s per scene and variant after that, 2 cores)::
 
-    .venv/bin/python tools/dev/depth_aware_sets.py --setting normal --seeds 20-29
-    .venv/bin/python tools/dev/depth_aware_sets.py --setting small --seeds 20-29 \\
+    .venv/bin/python lab/dev/depth_aware_sets.py --setting normal --seeds 20-29
+    .venv/bin/python lab/dev/depth_aware_sets.py --setting small --seeds 20-29 \\
         --variant 'floor0.5=depth_floor=0.5'
 
 Default variants: ``on`` (the defaults) and ``off`` (``depth_aware=False``). ``--variant NAME=FIELD=VALUE[,...]``
@@ -58,7 +58,7 @@ def variant_arg(text: str) -> tuple[str, dict]:
 
 def scene(cache: Path, setting: str, seed: int, category: str, frames: int):
     """``(reference spec, [(rgb, depth mm, K, ground truth)])`` of one scene, rendered once and pickled."""
-    from semcorr_ros.synth import SceneSpec, render_scene
+    from semcorr_ros.lab.synth import SceneSpec, render_scene
 
     path = cache / f"{setting}_s{seed}_{category}_f{frames}.pkl"
     if path.is_file():

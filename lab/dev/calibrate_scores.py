@@ -9,7 +9,7 @@ the left-out one (leave-one-category-out, every category in turn); "image" split
 two halves and predicts the pairs whose target image is in one half with the fit on the pairs whose target is in
 the other (2-fold). The held-out predictions of all folds are pooled and summarised like the in-sample fit.
 
-Usage (from outside the repository root): python tools/dev/calibrate_scores.py ROOT [--alpha 0.1]
+Usage (from outside the repository root): python lab/dev/calibrate_scores.py ROOT [--alpha 0.1]
     [--holdout none|category|image]
 """
 

@@ -18,7 +18,7 @@ the node with SIGINT (or ``--signal TERM``) and reports:
 
 Usage (from the repository root, after ``bash tools/setup.sh``)::
 
-    .venv/bin/python tools/dev/measure_node_rate.py [--duration 20] [--json out/node_rate.json]
+    .venv/bin/python lab/dev/measure_node_rate.py [--duration 20] [--json out/node_rate.json]
         [--node-arg=-p --node-arg=torch_threads:=1]
 
 Sets a localhost Fast DDS profile and a random ROS_DOMAIN_ID when they are not set (like the test suite).

@@ -25,11 +25,11 @@ import numpy as np
 
 from semcorr_ros.errors import ConfigError
 from semcorr_ros.groundtruth import FrameGroundTruth
-from semcorr_ros.synth.categories import Model, get_category
-from semcorr_ros.synth.materials import Material, object_materials, random_colour, random_material
-from semcorr_ros.synth.mesh import Mesh, box, cylinder, sphere
-from semcorr_ros.synth.noise import DepthNoise, clean_depth_mm, noisy_depth_mm
-from semcorr_ros.synth.o3d import open3d
+from semcorr_ros.lab.synth.categories import Model, get_category
+from semcorr_ros.lab.synth.materials import Material, object_materials, random_colour, random_material
+from semcorr_ros.lab.synth.mesh import Mesh, box, cylinder, sphere
+from semcorr_ros.lab.synth.noise import DepthNoise, clean_depth_mm, noisy_depth_mm
+from semcorr_ros.lab.synth.o3d import open3d
 
 #: header stamp of frame 0 (2026-01-01T00:00:00Z); frame i is stamped START_NS + round(i * 1e9 / rate).
 START_NS = 1_767_225_600 * 1_000_000_000
@@ -509,7 +509,7 @@ def _build_world(model: Model, rng_mat: np.random.Generator, rng_room: np.random
 
 def _target_only_world(model: Model, yaw: float) -> World:
     """The object alone (plain materials, no room, no shadows): for the distance calibration."""
-    from semcorr_ros.synth.materials import Material
+    from semcorr_ros.lab.synth.materials import Material
 
     plain = Material("plain", np.full((3, 3), 0.5, np.float32), 0.01, np.eye(3), np.zeros(3), grain=0.0)
     T_wo = _pose(_rot_z(yaw), [0.0, 0.0, 0.0])

@@ -7,7 +7,7 @@ frame's PNG, its 16-bit depth (mm), the intrinsics and the keypoints visible in 
 
 Usage (from the repository root, after `bash tools/setup.sh`)::
 
-    .venv/bin/python tools/dev/synth_views.py OUT --seeds 7 --frames 20 [--categories mug,bottle,lamp]
+    .venv/bin/python lab/dev/synth_views.py OUT --seeds 7 --frames 20 [--categories mug,bottle,lamp]
     semcorr train-fusion --dataset references --root OUT --holdout-images 0.5 --evaluate ...
 """
 
@@ -25,7 +25,7 @@ def export(out: Path, category: str, seed: int, frames: int) -> Path:
     import yaml
     from PIL import Image
 
-    from semcorr_ros.synth import SceneSpec, render_scene
+    from semcorr_ros.lab.synth import SceneSpec, render_scene
 
     scene = render_scene(SceneSpec(category=category, seed=seed, frames=frames, depth_noise=True))
     folder = out / f"{category}_s{seed}"

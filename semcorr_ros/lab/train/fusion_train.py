@@ -19,7 +19,7 @@ means at the fused-similarity argmax of each keypoint, recomputed at every step 
 the reference keypoints' depth range, and ``floor = sigmoid(.)``, ``spread = exp(.)`` trained through the loss.
 
 The backbones are frozen and never run here: ``sim`` is assembled from the cached per-map
-tensors of :mod:`semcorr_ros.train.fusion_data`, so an epoch over hundreds of pairs takes well under a second on
+tensors of :mod:`semcorr_ros.lab.train.fusion_data`, so an epoch over hundreds of pairs takes well under a second on
 the CPU. Training is deterministic for a given seed (pair order from a seeded generator, CPU float32 arithmetic).
 """
 
@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from semcorr_ros.engine.fusion import FeatureFusion, save_fusion
 from semcorr_ros.errors import ConfigError
-from semcorr_ros.train.fusion_data import DepthTensors, PairTensors
+from semcorr_ros.lab.train.fusion_data import DepthTensors, PairTensors
 
 log = logging.getLogger(__name__)
 
