@@ -41,7 +41,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "pf-willow-dev"
+# the development copy of PF-WILLOW next to the work tree, unless SEMCORR_PFWILLOW_ROOT (as in tools/run.sh) or --data
+DEFAULT_DATA = Path(os.environ.get("SEMCORR_PFWILLOW_ROOT") or REPO.parent / "shared" / "data" / "pf-willow-dev")
 FOLD_A_TRAIN = "car(G),motorbike(G),winebottle(M)"
 FOLD_A_EVAL = "car(M),motorbike(S)"
 BENCH_FRAMES = 20

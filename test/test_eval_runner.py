@@ -14,7 +14,7 @@ from PIL import Image
 from semcorr_ros.data import PairSample, PFWillowDataset
 from semcorr_ros.errors import ConfigError, DatasetError, InputError
 from semcorr_ros.eval import EvalReport, PCKAccumulator, evaluate
-from semcorr_ros.eval.plots import draw_matches, plot_pck_curve
+from semcorr_ros.eval.pck_plots import draw_matches, plot_pck_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -47,7 +47,7 @@ def test_oracle_scores_one(tmp_path: Path) -> None:
 def test_corrupt_image_is_reported_and_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     make_pfwillow(tmp_path, {"a": 3, "b": 2})
     (tmp_path / "a" / "im1.png").write_bytes(PNG_MAGIC + b"truncated")
-    with caplog.at_level(logging.WARNING, logger="semcorr_ros.eval.runner"):
+    with caplog.at_level(logging.WARNING, logger="semcorr_ros.eval.benchmark"):
         report = evaluate(PFWillowDataset(tmp_path), oracle, progress=False)
     bad = {"a/im0-im1", "a/im1-im0", "a/im1-im2", "a/im2-im1"}
     assert {s.pair_id for s in report.skipped} == bad

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from semcorr_ros.errors import ConfigError, InputError
-from semcorr_ros.eval.pck import (PCKAccumulator, alpha_key, correct, distances, normalisers, pck_thresholds)
+from semcorr_ros.eval.pck import (PCKAccumulator, alpha_key, box_unit, correct, distances, normalised_errors,
+                                  normalisers, pck_of_errors, pck_thresholds, within)
 
 
 def test_thresholds_bbox_and_img() -> None:
@@ -113,3 +114,17 @@ def test_accumulator_empty_and_errors() -> None:
 
 def test_alpha_key() -> None:
     assert [alpha_key(a) for a in (0.05, 0.1, 0.15, 0.2)] == ["0.05", "0.1", "0.15", "0.2"]
+
+
+def test_shared_helpers_hand_computed() -> None:
+    """The one PCK implementation that eval, bag-eval and the lab scripts share."""
+    assert box_unit([10, 20, 40, 60]) == 40.0
+    assert math.isnan(box_unit([0, 0, np.nan, 5])) and math.isnan(box_unit([3, 3, 3, 3]))
+    pred = np.array([[3.0, 4.0], [0.0, 0.0], [np.nan, 0.0], [1.0, 1.0]])
+    gt = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [np.nan, 1.0]])
+    err = normalised_errors(pred, gt, 50.0, valid=np.array([True, False, True, True]))
+    assert err[0] == pytest.approx(0.1) and err[1] == np.inf and err[2] == np.inf and math.isnan(err[3])
+    np.testing.assert_array_equal(within(err, 0.1), [True, False, False, False])
+    assert bool(within(0.1 * (1 + 1e-12), 0.1)) and not bool(within(0.1001, 0.1)) and bool(within(0.0, 0.0))
+    assert pck_of_errors(err, 0.1) == pytest.approx(1 / 3)  # nan = not scored
+    assert math.isnan(pck_of_errors([], 0.1))

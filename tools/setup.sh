@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Set up the development environment of semcorr_ros on a plain machine (no ROS install needed):
 #   1. create .venv with Python 3.11 (if missing),
-#   2. install requirements.txt into it (skipped when unchanged since the last successful run),
+#   2. install the requirements into it (skipped when unchanged since the last successful run): all of them,
+#      since development machines and CI test everything:
+#        requirements.txt      the product (engine, node, references, semcorr match/eval/bench/bag-eval): a robot
+#                              installs only this one (pip install -r requirements.txt)
+#        requirements-lab.txt  the lab part (semcorr_ros/lab: synth, train; lab/: ablations, sweeps)
+#        requirements-dev.txt  pytest and ruff (the tests and the linter of .ci/run)
+#        requirements-sd.txt   the optional Stable Diffusion source (its tests use a tiny random model)
 #   3. point the ROS wheels' exported CMake files at this venv's Python/NumPy headers,
 #   4. configure, build and install the package (messages + Python modules + launchers) into the
 #      venv with CMake, in symlink mode: installed .py files are links to the sources,
@@ -43,16 +49,17 @@ PY_VERSION="$("$PY" -S -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 [[ "$PY_VERSION" == "3.11" ]] || die ".venv has Python $PY_VERSION; the ROS 2 wheels need 3.11 (remove .venv and re-run)"
 
 # 2. requirements ---------------------------------------------------------------------------------
-# requirements-sd.txt (diffusers, for the optional `sd` source) is installed too, so that the source's tests run
-# against a tiny random model here; the package itself works without it.
-REQ_HASH="$( (echo "python $PY_VERSION"; cat requirements.txt requirements-sd.txt) | sha256sum | cut -d' ' -f1)"
+# Product, lab, dev and sd together (see the header): the package itself needs only requirements.txt.
+REQUIREMENTS=(requirements.txt requirements-lab.txt requirements-dev.txt requirements-sd.txt)
+REQ_HASH="$( (echo "python $PY_VERSION"; cat "${REQUIREMENTS[@]}") | sha256sum | cut -d' ' -f1)"
 if [[ "${SEMCORR_SETUP_FORCE_PIP:-0}" == "1" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$REQ_HASH" ]]; then
-    say "installing requirements.txt + requirements-sd.txt (first time: a few minutes)"
-    "$PY" -m pip install --disable-pip-version-check --no-input -q -r requirements.txt -r requirements-sd.txt 2>&1 \
-        | quiet_pip_filter
+    say "installing ${REQUIREMENTS[*]} (first time: a few minutes)"
+    PIP_ARGS=()
+    for req in "${REQUIREMENTS[@]}"; do PIP_ARGS+=(-r "$req"); done
+    "$PY" -m pip install --disable-pip-version-check --no-input -q "${PIP_ARGS[@]}" 2>&1 | quiet_pip_filter
     echo "$REQ_HASH" > "$STAMP"
 else
-    say "requirements.txt unchanged: skipping pip"
+    say "requirements unchanged: skipping pip"
 fi
 
 # 3. CMake files of the ROS wheels ----------------------------------------------------------------

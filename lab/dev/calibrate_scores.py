@@ -21,7 +21,7 @@ from semcorr_ros.config import EngineConfig
 from semcorr_ros.data import build_dataset
 from semcorr_ros.engine import CorrespondenceEngine
 from semcorr_ros.engine.confidence import fit_logistic
-from semcorr_ros.eval.confidence import confidence_summary
+from semcorr_ros.eval.calibration import confidence_summary
 from semcorr_ros.eval.pck import normalisers
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine
+from semcorr_ros.eval.pck import box_unit, normalised_errors, within
 from semcorr_ros.groundtruth import relative_pose
 from semcorr_ros.lab.synth import SceneSpec, render_scene
 
@@ -68,16 +69,15 @@ def main() -> None:
             for i, (rgb, depth, K, gt) in enumerate(frames):
                 idx = [gt.names.index(n) for n in ref_names]
                 vis = gt.visible[idx]
-                box = gt.object_box
-                if not vis.any() or not np.isfinite(box).all():
+                unit = box_unit(gt.object_box)
+                if not vis.any() or not np.isfinite(unit):
                     continue
-                thr = args.alpha * max(box[2] - box[0], box[3] - box[1])
                 for name in settings:
                     engine.config = base.replace(**SETTINGS[name])
                     r = engine.match(rgb, depth, K, cache_key=(cat, seed, i))
                     st = stats[name]
-                    err = np.linalg.norm(r.xy - gt.keypoints_2d[idx], axis=1)
-                    st["ok"].extend((err[vis] <= thr).tolist())
+                    err = normalised_errors(r.xy, gt.keypoints_2d[idx], unit)
+                    st["ok"].extend(within(err[vis], args.alpha).tolist())
                     m = vis & r.has_3d & r.valid
                     st["err3d"].extend(np.linalg.norm(r.points3d[m] - gt.keypoints_3d[idx][m], axis=1).tolist())
                     st["used"] += int(r.prior_used)

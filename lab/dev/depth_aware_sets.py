@@ -86,18 +86,14 @@ def fusion_from_file(engine, path):
 
 def distances(result, gt, names) -> list[float]:
     """Normalised error per visible keypoint (inf when the output is not valid)."""
-    box = np.asarray(gt.object_box, float)
-    if not np.isfinite(box).all():
+    from semcorr_ros.eval.pck import box_unit, normalised_errors
+
+    size = box_unit(gt.object_box)
+    if not np.isfinite(size):
         return []
-    size = max(box[2] - box[0], box[3] - box[1])
-    row = {n: i for i, n in enumerate(gt.names)}
-    out = []
-    for k, n in enumerate(names):
-        j = row[n]
-        if gt.visible[j]:
-            ok = bool(result.valid[k]) and np.isfinite(result.xy[k]).all()
-            out.append(float(np.linalg.norm(result.xy[k] - gt.keypoints_2d[j])) / size if ok else float("inf"))
-    return out
+    idx = np.array([gt.names.index(n) for n in names], dtype=np.int64)
+    err = normalised_errors(result.xy, gt.keypoints_2d[idx], size, valid=result.valid)
+    return [float(e) for e in err[np.asarray(gt.visible, bool)[idx]]]
 
 
 def main() -> int:
@@ -113,6 +109,7 @@ def main() -> int:
 
     from semcorr_ros.config import EngineConfig
     from semcorr_ros.engine import CorrespondenceEngine
+    from semcorr_ros.eval.pck import pck_of_errors
 
     variants = {"on": {}, "off": {"depth_aware": False}, **dict(args.variant)}
     defaults = EngineConfig()
@@ -146,7 +143,7 @@ def main() -> int:
                     for key in fields:
                         setattr(engine.config, key, getattr(defaults, key))
                 dists[name] += d
-                line.append(f"{name}={np.mean(np.asarray(d) <= 0.1):.3f}")
+                line.append(f"{name}={pck_of_errors(d, 0.1):.3f}")
             print(tag, " ".join(line), flush=True)
             engine._cache.clear()  # the next scene's frames are new: keep memory flat
     summary = {"setting": args.setting, "seeds": args.seeds, "frames": args.frames,
@@ -154,9 +151,9 @@ def main() -> int:
     for name, d in dists.items():
         d = np.asarray(d)
         summary["variants"][name] = {"fields": variants[name], "keypoints": int(d.size),
-                                     **{f"pck@{a}": round(float(np.mean(d <= a)), 4) for a in ALPHAS}}
+                                     **{f"pck@{a}": round(pck_of_errors(d, a), 4) for a in ALPHAS}}
         print(f"{name:12s} keypoints {d.size}  PCK@0.05/0.1/0.15 "
-              + " / ".join(f"{np.mean(d <= a):.3f}" for a in ALPHAS))
+              + " / ".join(f"{pck_of_errors(d, a):.3f}" for a in ALPHAS))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))

@@ -12,7 +12,7 @@ import numpy as np
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.data import build_dataset
 from semcorr_ros.engine import CorrespondenceEngine
-from semcorr_ros.eval.runner import evaluate
+from semcorr_ros.eval.benchmark import evaluate
 
 p = argparse.ArgumentParser()
 p.add_argument("root")

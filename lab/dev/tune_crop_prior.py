@@ -24,7 +24,7 @@ from semcorr_ros.data import build_dataset
 from semcorr_ros.data.small import SmallObjectPairs
 from semcorr_ros.engine import CorrespondenceEngine, kbc
 from semcorr_ros.engine.matching import pixels_to_uv, uv_to_pixels
-from semcorr_ros.eval.pck import normalisers
+from semcorr_ros.eval.pck import normalised_errors, normalisers, pck_of_errors
 
 
 def _variant(kind):
@@ -74,14 +74,15 @@ def main() -> None:
             engine.config = base.replace(consensus_in_crop=v != "off")
             engine._crop_prior = types.MethodType(_variant(v), engine)
             r = engine.match_pair(s.src_image, s.src_kps[ok], s.tgt_image)
-            err = np.linalg.norm(r.xy - s.tgt_kps[ok], axis=1) / norm
+            err = normalised_errors(r.xy, s.tgt_kps[ok], norm)
             hits[v].append(err)
         if (i + 1) % 50 == 0:
             print(f"{i + 1}/{len(ds)} pairs, {time.perf_counter() - t0:.0f} s: "
-                  + "  ".join(f"{v} {np.mean(np.concatenate(h) <= 0.1):.4f}" for v, h in hits.items()), flush=True)
+                  + "  ".join(f"{v} {pck_of_errors(np.concatenate(h), 0.1):.4f}" for v, h in hits.items()),
+                  flush=True)
     for v, h in hits.items():
         e = np.concatenate(h)
-        print(f"{v:<5} PCK@0.05 {np.mean(e <= 0.05):.4f}  @0.1 {np.mean(e <= 0.1):.4f}  @0.15 {np.mean(e <= 0.15):.4f}")
+        print(f"{v:<5} " + "  ".join(f"PCK@{a:g} {pck_of_errors(e, a):.4f}" for a in (0.05, 0.1, 0.15)))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from semcorr_ros.eval.pck import box_unit, normalised_errors, within
 from semcorr_ros.groundtruth import FrameGroundTruth, relative_pose
 
 __all__ = ["FramePrediction", "PCK_ALPHAS", "CURVE_ALPHAS", "evaluate", "rotation_error_deg", "pose_errors"]
@@ -181,11 +182,10 @@ def evaluate(color_stamps: Sequence[int], predictions: Mapping[int, FramePredict
     for s in gt_stamps:
         gt = ground_truth[s]
         pred = predictions.get(s)
-        box = np.asarray(gt.object_box, float)
-        size = max(box[2] - box[0], box[3] - box[1]) if np.isfinite(box).all() else float("nan")
+        size = box_unit(gt.object_box)
         frame_row: dict[str, Any] = {"stamp_ns": s, "frame_index": gt.frame_index, "output": pred is not None,
                                      "latency_ms": _ms(pred.latency_s) if pred else None}
-        if not (np.isfinite(size) and size > 0):
+        if not np.isfinite(size):
             no_box += 1
             frame_row["scored"] = 0
             per_frame.append(frame_row)
@@ -200,13 +200,13 @@ def evaluate(color_stamps: Sequence[int], predictions: Mapping[int, FramePredict
             i = pidx.get(name)
             answered_kp = i is not None
             valid = bool(answered_kp and pred.valid[i] and np.isfinite(pred.xy[i]).all())
-            d = float(np.linalg.norm(pred.xy[i] - gt.keypoints_2d[g])) / size if valid else float("inf")
+            d = float(normalised_errors(pred.xy[i:i + 1], gt.keypoints_2d[g:g + 1], size)[0]) if valid else np.inf
             e3 = float("nan")
             if valid and pred.has_point[i] and np.isfinite(gt.keypoints_3d[g]).all():
                 e3 = float(np.linalg.norm(pred.points3d[i] - gt.keypoints_3d[g]) * 1e3)
             rows.append((s, name, pred is not None, valid, d, e3))
             n_scored += 1
-            n_correct += d <= 0.1
+            n_correct += bool(within(d, 0.1))
         frame_row.update({"scored": n_scored, "correct@0.1": int(n_correct),
                           "pck@0.1": _ratio(n_correct, n_scored) if pred is not None else None})
         if pred is not None:
@@ -225,7 +225,7 @@ def evaluate(color_stamps: Sequence[int], predictions: Mapping[int, FramePredict
     kp_names = np.array([r[1] for r in rows], object)
 
     def pck(a: float, mask: np.ndarray) -> float | None:
-        return _ratio(int(np.sum(dist[mask] <= a)), int(mask.sum()))
+        return _ratio(int(np.sum(within(dist[mask], a))), int(mask.sum()))
 
     out["scored_keypoints"] = {"with_output": int(ans.sum()), "all_frames": len(rows),
                                "frames_without_object_box": no_box}

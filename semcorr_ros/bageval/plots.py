@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from semcorr_ros.bageval.metrics import FramePrediction
-from semcorr_ros.eval.plots import save_figure
+from semcorr_ros.eval.figures import save_figure
+from semcorr_ros.eval.pck import box_unit, normalised_errors, within
 from semcorr_ros.groundtruth import FrameGroundTruth
 
 __all__ = ["plot_pck_curve", "plot_latency_hist", "pick_contact_frames", "plot_contact_sheet"]
@@ -106,7 +107,7 @@ def plot_contact_sheet(path: Path, images: Mapping[int, np.ndarray], stamps: Seq
         label = f"frame {frame_numbers.get(s, '?')}"
         if gt is not None:
             box = np.asarray(gt.object_box, float)
-            size = max(box[2] - box[0], box[3] - box[1]) if np.isfinite(box).all() else np.nan
+            size = box_unit(box)
             gidx = {nm: i for i, nm in enumerate(gt.names)}
             vis = np.asarray(gt.visible, bool)
             ax.scatter(gt.keypoints_2d[vis, 0], gt.keypoints_2d[vis, 1], s=40, facecolors="none",
@@ -127,7 +128,7 @@ def plot_contact_sheet(path: Path, images: Mapping[int, np.ndarray], stamps: Seq
                 colour = "#ff9900"
                 if g is not None and gt.visible[g] and np.isfinite(size):
                     gx, gy = gt.keypoints_2d[g]
-                    ok = np.hypot(x - gx, y - gy) <= alpha * size
+                    ok = bool(within(normalised_errors(pred.xy[i:i + 1], gt.keypoints_2d[g:g + 1], size)[0], alpha))
                     colour = "#22cc44" if ok else "#ee2222"
                     ax.plot([gx, x], [gy, y], color=colour, lw=1.0)
                     n_sc += 1

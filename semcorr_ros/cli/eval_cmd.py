@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from semcorr_ros.data import build_dataset
     from semcorr_ros.engine import CorrespondenceEngine
-    from semcorr_ros.eval.plots import plot_pck_curve
-    from semcorr_ros.eval.runner import evaluate
+    from semcorr_ros.eval.pck_plots import plot_pck_curve
+    from semcorr_ros.eval.benchmark import evaluate
 
     kwargs = {}
     if args.categories:
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("pck_curve.png"))
     plot_pck_curve(report, plot, title=f"{args.dataset} ({','.join(cfg.sources)}, kbc {cfg.kbc})")
     if report.confidence is not None:
-        from semcorr_ros.eval.confidence import plot_reliability
+        from semcorr_ros.eval.pck_plots import plot_reliability
 
         c = report.confidence
         plot_reliability(c, plot.with_name(plot.stem + "_confidence.png"), title=f"{args.dataset}: match scores")

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from semcorr_ros.engine import CorrespondenceEngine
-    from semcorr_ros.eval.plots import draw_matches
+    from semcorr_ros.eval.pck_plots import draw_matches
     from semcorr_ros.reference import load_reference, read_image
 
     spec = load_reference(args.keypoints, image_path=args.src.resolve())

@@ -143,9 +143,6 @@ def _source_logits(engine, source_weights: dict[str, float] | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from semcorr_ros.lab import require
-
-    require(("matplotlib",), "semcorr train-fusion (its loss plot)")
     import torch
 
     from semcorr_ros.engine import CorrespondenceEngine
@@ -351,7 +348,7 @@ def _evaluate(engine, dataset, indices, fusions: dict, progress) -> dict:
     """PCK of the full engine (evaluation path of ``semcorr eval``) on the pairs ``indices`` per fusion module."""
     import torch
 
-    from semcorr_ros.eval.runner import evaluate
+    from semcorr_ros.eval.benchmark import evaluate
     from semcorr_ros.lab.train.fusion_split import PairSubset
 
     subset = PairSubset(dataset, indices)

@@ -60,9 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semcorr_ros.lab import require
-
-    require(("matplotlib",), "semcorr train-kbcnet (its loss plot)")
     import torch
 
     from semcorr_ros.cli.common import engine_config

@@ -114,10 +114,49 @@ def correct(pred: np.ndarray, gt: np.ndarray, thr: float | np.ndarray) -> np.nda
 
     Non-finite predictions (and non-finite ground truth) are not correct.
     """
-    d = distances(pred, gt)
-    thr = np.asarray(thr, dtype=np.float64)
+    return within(distances(pred, gt), thr)
+
+
+def box_unit(box: np.ndarray | Sequence[float]) -> float:
+    """PCK unit ``L`` of one box ``(x0, y0, x1, y1)``: its max side in pixels; ``nan`` when the box has non-finite
+    values or no extent (its keypoints are not scored). The lenient form of :func:`normalisers` ``bbox`` mode."""
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.shape != (4,) or not np.isfinite(b).all():
+        return float("nan")
+    unit = float(max(b[2] - b[0], b[3] - b[1]))
+    return unit if unit > 0 else float("nan")
+
+
+def normalised_errors(pred: np.ndarray, gt: np.ndarray, unit: float | np.ndarray,
+                      valid: np.ndarray | None = None) -> np.ndarray:
+    """``[K]`` normalised errors ``||pred_k - gt_k|| / unit``: ``inf`` where the prediction is non-finite or not
+    ``valid`` (a wrong keypoint), ``nan`` where the ground truth is non-finite (not scored).
+
+    Args:
+        pred, gt: ``[K, 2]`` pixels ``(x, y)``.
+        unit: ``L`` in pixels (scalar or ``[K]``), see :func:`normalisers` / :func:`box_unit`.
+        valid: ``bool [K]``; ``None``: every finite prediction counts.
+    """
+    err = distances(pred, gt) / np.asarray(unit, dtype=np.float64)
+    if valid is not None:
+        err[~np.asarray(valid, dtype=bool).reshape(-1) & ~np.isnan(err)] = np.inf
+    return err
+
+
+def within(errors: np.ndarray | float, alpha: float | np.ndarray) -> np.ndarray:
+    """``bool``: normalised ``errors <= alpha`` (the PCK hit test, inclusive within :data:`REL_TOL`; ``inf`` and
+    ``nan`` never pass). ``alpha`` broadcasts against ``errors`` (e.g. ``errors[:, None]`` and ``alphas[None]``);
+    ``alpha = 0`` is allowed (an exact hit)."""
     with np.errstate(invalid="ignore"):
-        return np.isfinite(d) & (d <= thr * (1.0 + REL_TOL))
+        return np.asarray(errors, dtype=np.float64) <= np.asarray(alpha, dtype=np.float64) * (1.0 + REL_TOL)
+
+
+def pck_of_errors(errors: np.ndarray | Sequence[float], alpha: float) -> float:
+    """PCK at ``alpha`` of normalised errors ``[N]`` (``nan`` entries are not scored): the fraction that pass
+    :func:`within`; ``nan`` when nothing is scored."""
+    e = np.asarray(errors, dtype=np.float64).reshape(-1)
+    e = e[~np.isnan(e)]
+    return float(within(e, alpha).mean()) if e.size else float("nan")
 
 
 @dataclass(frozen=True)
@@ -166,7 +205,7 @@ class PCKAccumulator:
         unit = float(unit)
         if not (np.isfinite(unit) and unit > 0):
             raise InputError(f"PCK unit must be a finite number > 0, got {unit}")
-        err = distances(pred, gt) / unit
+        err = normalised_errors(pred, gt, unit)
         scored = err[~np.isnan(err)]
         pid = str(pair_id) if pair_id is not None else str(len(self._records))
         self._records.append(PairRecord(pid, str(category), scored))
@@ -234,7 +273,7 @@ class PCKAccumulator:
             err, idx = err[kp_mask], idx[kp_mask]
         if err.size == 0:
             return np.full(a.shape, np.nan)
-        hit = err[:, None] <= a[None, :] * (1.0 + REL_TOL)  # inf never passes
+        hit = within(err[:, None], a[None, :])  # inf never passes
         if not per_image:
             return hit.mean(axis=0)
         n_pairs = len(self._records)

@@ -2,7 +2,7 @@
 
 - :mod:`semcorr_ros.lab.synth`: procedural RGB-D scenes with ground truth (``semcorr synth``; needs open3d),
 - :mod:`semcorr_ros.lab.train`: training of the small learned parts (``semcorr train-fusion``,
-  ``semcorr train-kbcnet``; loss plots need matplotlib).
+  ``semcorr train-kbcnet``; ``--dataset synth`` renders scenes, so it needs open3d too).
 
 Ablations, sweeps and benchmarks over these live as scripts in the repository's top-level ``lab/`` folder.
 The product (engine, node, references, ``semcorr match/eval/bench/bag-eval``) never imports this package; its
@@ -20,7 +20,7 @@ from semcorr_ros.errors import SemcorrError
 LAB_REQUIREMENTS = "requirements-lab.txt"
 
 #: importable module name -> distribution name in requirements-lab.txt.
-LAB_DISTRIBUTIONS = {"open3d": "open3d-cpu", "libusb_package": "libusb-package", "matplotlib": "matplotlib"}
+LAB_DISTRIBUTIONS = {"open3d": "open3d-cpu", "libusb_package": "libusb-package"}
 
 
 class LabRequirementsError(SemcorrError, RuntimeError):
@@ -53,7 +53,7 @@ def require(modules: Sequence[str], purpose: str) -> None:
     """Raise :class:`LabRequirementsError` naming ``purpose`` and the install command when a module is missing.
 
     Args:
-        modules: importable names (``"open3d"``, ``"matplotlib"``).
+        modules: importable names (``"open3d"``).
         purpose: what needs them, for the message (``"semcorr synth"``).
     """
     missing = missing_modules(modules)

@@ -322,7 +322,7 @@ def plot_loss(result: TrainResult, path: Path) -> None:
     """Training (and held-out) InfoNCE loss per epoch, PNG."""
     from matplotlib.figure import Figure
 
-    from semcorr_ros.eval.plots import save_figure
+    from semcorr_ros.eval.figures import save_figure
 
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot(1, 1, 1)

@@ -249,7 +249,8 @@ def calibrate_head(engine, head: KBCNetHead, images: dict, pairs: Sequence[Calib
 
     from semcorr_ros.config import DEFAULT_SCORE_CALIBRATION
     from semcorr_ros.engine.confidence import calibrated_score, platt_rescale
-    from semcorr_ros.eval.confidence import confidence_summary
+    from semcorr_ros.eval.calibration import confidence_summary
+    from semcorr_ros.eval.pck import within
 
     base = engine.config.score_calibration or DEFAULT_SCORE_CALIBRATION
     saved_head, saved_cache = engine.kbcnet, engine.cache_size
@@ -269,7 +270,7 @@ def calibrate_head(engine, head: KBCNetHead, images: dict, pairs: Sequence[Calib
         engine.kbcnet, engine.cache_size = saved_head, saved_cache
     f = np.concatenate(feats) if feats else np.zeros((0, 5))
     e = np.concatenate(errs) if errs else np.zeros(0)
-    correct = np.isfinite(e) & (e <= alpha)
+    correct = within(e, alpha)
     coeffs = platt_rescale(f, correct, base)
     before, after = (confidence_summary(e, calibrated_score(torch.from_numpy(f), c).numpy(), alpha)["ece"]
                      for c in (base, coeffs))

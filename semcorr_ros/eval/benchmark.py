@@ -62,7 +62,7 @@ class EvalReport:
         timing: ``total_s`` (wall time of the run), ``load_s`` and ``predict_s`` (summed over pairs),
             ``s_per_pair`` (total / pairs attempted), ``predict_s_per_pair`` (predict time / pairs predicted).
         dataset: a label for the dataset (its ``name`` attribute, when it has one).
-        confidence: when the predictor returned scores, :func:`~semcorr_ros.eval.confidence.confidence_summary`
+        confidence: when the predictor returned scores, :func:`~semcorr_ros.eval.calibration.confidence_summary`
             at the middle alpha (PCK of the most confident keypoints, reliability bins).
     """
 
@@ -269,7 +269,7 @@ def evaluate(dataset: Sequence[PairSample], predict: Predictor, alphas: Iterable
         log.warning("evaluation skipped %d of %d pairs", len(skipped), n)
     confidence = None
     if conf_err:
-        from semcorr_ros.eval.confidence import confidence_summary
+        from semcorr_ros.eval.calibration import confidence_summary
 
         confidence = confidence_summary(np.concatenate(conf_err), np.concatenate(conf_score), alpha=shown_alpha)
     return EvalReport(accumulator=acc, alphas=alphas_t, threshold=mode, skipped=skipped, timing=timing,

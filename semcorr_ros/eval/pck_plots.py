@@ -1,49 +1,31 @@
-"""Pictures of evaluation results: PCK-vs-alpha curves and side-by-side keypoint matches (PNG).
+"""Pictures of evaluation results (PNG): PCK-vs-alpha curves, side-by-side keypoint matches, score reliability.
 
-Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch, no display needed). Files are written
-atomically: to a temporary file next to the target, then ``os.replace``.
+Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch, no display needed); files are written
+atomically by :func:`semcorr_ros.eval.figures.save_figure`. The evaluation itself (:mod:`semcorr_ros.eval.benchmark`)
+never imports this module: plots depend on results, not the other way round.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
 import numpy as np
 
 from semcorr_ros.errors import InputError
+from semcorr_ros.eval.figures import save_figure
 from semcorr_ros.eval.pck import PCKAccumulator, check_alphas
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from semcorr_ros.eval.runner import EvalReport
+    from semcorr_ros.eval.benchmark import EvalReport
 
 #: alphas of the dense curve: 0.01, 0.015, ..., 0.2
 DENSE_ALPHAS: np.ndarray = np.round(np.arange(0.01, 0.2 + 1e-9, 0.005), 4)
 
 CurveSource = Union["EvalReport", PCKAccumulator, Mapping[float, float], Mapping[str, Mapping[float, float]]]
-
-
-def save_figure(fig: "Figure", path: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Render ``fig`` to PNG at ``path`` atomically (temporary file + ``os.replace``); creates parent folders."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _curves(source: CurveSource, alphas: np.ndarray) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
@@ -79,7 +61,7 @@ def plot_pck_curve(source: CurveSource, path: str | os.PathLike[str], alphas: Se
     """Plot PCK against alpha and save it as a PNG.
 
     Args:
-        source: an :class:`~semcorr_ros.eval.runner.EvalReport` or :class:`PCKAccumulator` (dense curve computed
+        source: an :class:`~semcorr_ros.eval.benchmark.EvalReport` or :class:`PCKAccumulator` (dense curve computed
             from the stored errors: overall line, plus one line per category), a ``{alpha: pck}`` curve, or
             ``{label: {alpha: pck}}`` curves.
         path: output ``.png`` file (written atomically).
@@ -215,4 +197,38 @@ def draw_matches(src_img: np.ndarray, tgt_img: np.ndarray, src_kps: np.ndarray, 
             ax.plot([gt_k[i, 0] + off], [gt_k[i, 1]], "x", color=colour, markersize=7, markeredgewidth=2.0)
     if title:
         fig.text(0.5, 1.0 - 0.5 * title_px / (h + title_px), title, ha="center", va="center", fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_reliability(summary: dict, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """Two panels: accuracy per score bin against the diagonal, and PCK of the top fraction by score.
+
+    Args:
+        summary: the result of :func:`semcorr_ros.eval.calibration.confidence_summary`.
+        path: output ``.png`` file (written atomically).
+        title: figure title.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
+    rows = [r for r in summary["reliability"] if r["count"]]
+    centres = [(r["lo"] + r["hi"]) / 2 for r in rows]
+    width = rows[0]["hi"] - rows[0]["lo"] if rows else 0.1
+    a.bar(centres, [r["accuracy"] for r in rows], width=width * 0.9, alpha=0.7, label="accuracy")
+    a.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    for c, r in zip(centres, rows):
+        a.text(c, 0.02, str(r["count"]), ha="center", fontsize=7, rotation=90)
+    a.set(xlabel="confidence", ylabel=f"PCK@{summary['alpha']:g}", xlim=(0, 1), ylim=(0, 1),
+          title=f"reliability (ECE {summary['ece']:.3f})" if summary["ece"] is not None else "reliability")
+    a.legend(loc="upper left")
+    labels = list(summary["pck_top"])
+    b.plot(range(len(labels)), [summary["pck_top"][k] for k in labels], "o-")
+    b.set_xticks(range(len(labels)), labels)
+    b.set(xlabel="most confident fraction of keypoints", ylabel=f"PCK@{summary['alpha']:g}", ylim=(0, 1),
+          title="PCK of the most confident keypoints")
+    b.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return save_figure(fig, path)
