@@ -33,6 +33,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from semcorr_ros.engine.ransac import ransac, torch_triples
+from semcorr_ros.errors import InputError
+
 #: Side of the lattice the fit runs on: finer maps are average-pooled to it by :func:`coarse_map`. 32 -> 16
 #: cuts the dense similarity 16x (about 17 -> 1.5 ms on 2 CPU cores with C = 1480); on pf-willow-dev
 #: PCK@0.1 is unchanged within 0.4 points.
@@ -149,33 +152,29 @@ def fit_affine_ransac(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor
         return None, none, f"too few matches ({int(ok.sum())} < {max(3, min_inliers)})"
     idx_ok = torch.nonzero(ok).reshape(-1)
     p, q, w = src[idx_ok].float(), dst[idx_ok].float(), w[idx_ok]
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    samp = torch.randint(len(p), (iterations, 3), generator=gen).to(p.device)
-    ps, qs = p[samp], q[samp]                                          # [M, 3, 2]
-    e1, e2 = ps[:, 1] - ps[:, 0], ps[:, 2] - ps[:, 0]
-    area = (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs()
-    longest = torch.stack([(e1 * e1).sum(1), (e2 * e2).sum(1), ((e2 - e1) ** 2).sum(1)]).amax(0)
-    good = area > 0.05 * longest                                       # not (near-)collinear / coincident
-    x = torch.cat([ps, torch.ones_like(ps[..., :1])], dim=2)           # [M, 3, 3]
-    x = torch.where(good[:, None, None], x, torch.eye(3, device=p.device).expand_as(x))
-    sol, info = torch.linalg.solve_ex(x, qs)                           # [M, 3, 2]: [L^T; c]
-    good &= (info == 0) & torch.isfinite(sol).all(dim=(1, 2))
-    if not bool(good.any()):
-        return None, none, "all samples degenerate (collinear matches)"
     ph = torch.cat([p, torch.ones_like(p[:, :1])], dim=1)              # [N, 3]
-    res = (ph[None] @ sol - q[None]).norm(dim=2)                       # [M, N]
-    inl = res < threshold
-    score = torch.where(good, (inl.float() * w[None]).sum(1) + inl.sum(1) * 1e-6, torch.full_like(area, -1.0))
-    best = inl[int(score.argmax())]
-    affine = None
-    for _ in range(2):
-        if int(best.sum()) < 3:
-            break
-        fit = _weighted_affine(p[best], q[best], w[best] + 1e-6)
-        if fit is None:
-            break
-        affine = fit
-        best = ((ph @ affine.t() - q).norm(dim=1) < threshold)
+
+    def fit(samp: torch.Tensor) -> torch.Tensor:
+        ps, qs = p[samp], q[samp]                                      # [M, 3, 2]
+        e1, e2 = ps[:, 1] - ps[:, 0], ps[:, 2] - ps[:, 0]
+        area = (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs()
+        longest = torch.stack([(e1 * e1).sum(1), (e2 * e2).sum(1), ((e2 - e1) ** 2).sum(1)]).amax(0)
+        good = area > 0.05 * longest                                   # not (near-)collinear / coincident
+        x = torch.cat([ps, torch.ones_like(ps[..., :1])], dim=2)       # [M, 3, 3]
+        x = torch.where(good[:, None, None], x, torch.eye(3, device=p.device).expand_as(x))
+        sol, info = torch.linalg.solve_ex(x, qs)                       # [M, 3, 2]: [L^T; c]
+        good &= (info == 0) & torch.isfinite(sol).all(dim=(1, 2))
+        if not bool(good.any()):
+            raise InputError("all samples degenerate (collinear matches)")
+        return sol[good]
+
+    found = ransac(torch_triples(len(p), iterations, seed, p.device), fit,
+                   lambda sol: (ph[None] @ sol - q[None]).norm(dim=2),
+                   lambda inl: _weighted_affine(p[inl], q[inl], w[inl] + 1e-6),
+                   lambda a: (ph @ a.t() - q).norm(dim=1), threshold, weight=w)
+    if found.inliers is None:
+        return None, none, found.reason
+    affine, best = found.model, found.inliers
     n_inl = int(best.sum())
     if affine is None or n_inl < min_inliers:
         return None, none, f"too few inliers ({n_inl} < {min_inliers})"

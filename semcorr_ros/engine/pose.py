@@ -6,10 +6,9 @@ metres); the estimate maps ``dst ~ s * R @ src + t``. Pure numpy.
 
 from __future__ import annotations
 
-from itertools import combinations
-
 import numpy as np
 
+from semcorr_ros.engine.ransac import distinct_triples, most_inliers_least_cost, ransac
 from semcorr_ros.engine.types import PoseResult
 from semcorr_ros.errors import ConfigError, InputError
 
@@ -103,7 +102,14 @@ def _collinear(p: np.ndarray) -> np.ndarray:
 
 
 def _residuals(a: np.ndarray, b: np.ndarray, r: np.ndarray, t: np.ndarray, s: float) -> np.ndarray:
+    """``[N]`` distances ``||b - (s R a + t)||`` of one transform."""
     return np.linalg.norm(b - (s * (a @ r.T) + t), axis=1)
+
+
+def _batch_residuals(a: np.ndarray, b: np.ndarray, rs: np.ndarray, ts: np.ndarray, ss: np.ndarray) -> np.ndarray:
+    """``[M, N]`` distances of ``M`` transforms ``(rs [M, 3, 3], ts [M, 3], ss [M])``."""
+    pred = ss[:, None, None] * (a[None] @ rs.transpose(0, 2, 1)) + ts[:, None, :]
+    return np.linalg.norm(b[None] - pred, axis=2)
 
 
 def _invalid(k: int, inliers: np.ndarray | None = None) -> PoseResult:
@@ -168,54 +174,20 @@ def estimate_pose(src: np.ndarray, dst: np.ndarray, mask: np.ndarray | None = No
         return _invalid(k)
     pa, pb = a[idx], b[idx]
 
-    # Minimal samples [M, 3] of indices into pa/pb.
-    if n * (n - 1) * (n - 2) // 6 <= iterations:
-        samples = np.array(list(combinations(range(n), 3)), dtype=np.int64)
-    else:
-        rng = np.random.default_rng(seed)
-        i0 = rng.integers(0, n, iterations)
-        i1 = rng.integers(0, n - 1, iterations)
-        i1 += i1 >= i0
-        lo, hi = np.minimum(i0, i1), np.maximum(i0, i1)
-        i2 = rng.integers(0, n - 2, iterations)
-        i2 += i2 >= lo
-        i2 += i2 >= hi
-        samples = np.stack([i0, i1, i2], axis=1)
-    sa, sb = pa[samples], pb[samples]  # [M, 3, 3]
-    keep = ~(_collinear(sa) | _collinear(sb))
-    if not keep.any():
-        return _invalid(k)
-    rs, ts, ss = _batch_fit(sa[keep], sb[keep], with_scale)
+    def fit(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sa, sb = pa[samples], pb[samples]                                   # [M, 3, 3]
+        keep = ~(_collinear(sa) | _collinear(sb))
+        if not keep.any():
+            raise InputError("all samples collinear")
+        return _batch_fit(sa[keep], sb[keep], with_scale)
 
-    # Score every hypothesis on every pair at once: residuals [M, n].
-    pred = ss[:, None, None] * (pa[None] @ rs.transpose(0, 2, 1)) + ts[:, None, :]
-    res = np.linalg.norm(pb[None] - pred, axis=2)
-    inl = res < threshold
-    count = inl.sum(axis=1)
-    cost = np.where(inl, res, 0.0).sum(axis=1)
-    best = np.lexsort((cost, -count))[0]
-    cur = inl[best]
-    if cur.sum() < 3:
+    found = ransac(distinct_triples(n, iterations, seed), fit, lambda h: _batch_residuals(pa, pb, *h),
+                   lambda inl: umeyama(pa[inl], pb[inl], with_scale=with_scale),
+                   lambda m: _residuals(pa, pb, *m), threshold, select=most_inliers_least_cost, rounds=3,
+                   monotone=True)
+    if found.model is None:
         return _invalid(k)
-    r, t, s = rs[best], ts[best], float(ss[best])
-
-    # Local refinement: least squares on the inliers (the first round always; a later round is kept
-    # only if it does not lose inliers).
-    fitted = False
-    for _ in range(3):
-        try:
-            r2, t2, s2 = umeyama(pa[cur], pb[cur], with_scale=with_scale)
-        except InputError:
-            break  # inliers collinear: no trustworthy fit (invalid unless an earlier round succeeded)
-        new = _residuals(pa, pb, r2, t2, s2) < threshold
-        if fitted and new.sum() < cur.sum():
-            break
-        r, t, s, fitted = r2, t2, s2, True
-        if np.array_equal(new, cur):
-            break
-        cur = new
-    if not fitted:
-        return _invalid(k)
+    r, t, s = found.model
     res_best = _residuals(pa, pb, r, t, s)
     cur = res_best < threshold
     inliers = np.zeros(k, dtype=bool)

@@ -41,7 +41,8 @@ import torch
 
 from semcorr_ros.engine import geometry
 from semcorr_ros.engine.consensus import mutual_matches
-from semcorr_ros.engine.pose import _batch_fit, _collinear, umeyama
+from semcorr_ros.engine.pose import _batch_fit, _batch_residuals, _collinear, umeyama
+from semcorr_ros.engine.ransac import random_triples, ransac
 from semcorr_ros.engine.types import PoseResult
 from semcorr_ros.errors import InputError
 
@@ -128,38 +129,30 @@ def fit_similarity_ransac(src: np.ndarray, dst: np.ndarray, weight: np.ndarray |
     idx = np.flatnonzero(ok)
     p, q, w = a[idx], b[idx], w[idx]
     m = len(p)
-    rng = np.random.default_rng(seed)
-    i0 = rng.integers(0, m, iterations)
-    i1 = (i0 + rng.integers(1, m, iterations)) % m
-    i2 = rng.integers(0, m, iterations)
-    samples = np.stack([i0, i1, i2], axis=1)
-    keep = ~(_collinear(p[samples]) | _collinear(q[samples])) & (i2 != i0) & (i2 != i1)
-    if not keep.any():
-        return None, none, "all samples degenerate (collinear 3D matches)"
-    rs, ts, ss = _batch_fit(p[samples[keep]], q[samples[keep]], with_scale=True)
-    good = np.isfinite(rs).all(axis=(1, 2)) & np.isfinite(ts).all(1) & np.isfinite(ss) & (ss > 0)
-    if not good.any():
-        return None, none, "all samples degenerate (non-finite fits)"
-    rs, ts, ss = rs[good], ts[good], ss[good]
-    pred = ss[:, None, None] * (p[None] @ rs.transpose(0, 2, 1)) + ts[:, None, :]
-    inl = np.linalg.norm(q[None] - pred, axis=2) < threshold                    # [M, m]
-    score = (inl * w[None]).sum(1) + inl.sum(1) * 1e-6
-    best = inl[int(np.argmax(score))]
-    fit = None
-    reason = ""
-    for _ in range(2):
-        if int(best.sum()) < 3:
-            break
+
+    def fit(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        keep = ~(_collinear(p[samples]) | _collinear(q[samples])) & (samples[:, 2] != samples[:, 0]) \
+            & (samples[:, 2] != samples[:, 1])
+        if not keep.any():
+            raise InputError("all samples degenerate (collinear 3D matches)")
+        rs, ts, ss = _batch_fit(p[samples[keep]], q[samples[keep]], with_scale=True)
+        good = np.isfinite(rs).all(axis=(1, 2)) & np.isfinite(ts).all(1) & np.isfinite(ss) & (ss > 0)
+        if not good.any():
+            raise InputError("all samples degenerate (non-finite fits)")
+        return rs[good], ts[good], ss[good]
+
+    def refit(inl: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         try:
-            r, t, s = umeyama(p[best], q[best], with_scale=True, weights=w[best] + 1e-6)
+            return umeyama(p[inl], q[inl], with_scale=True, weights=w[inl] + 1e-6)
         except InputError as exc:
-            reason = f"inlier 3D matches degenerate ({exc})"
-            break
-        fit = (r, t, s)
-        best = np.linalg.norm(q - (s * p @ r.T + t), axis=1) < threshold
-    if fit is None:
-        return None, none, reason or f"too few inliers ({int(best.sum())} < {need})"
-    r, t, s = fit
+            raise InputError(f"inlier 3D matches degenerate ({exc})") from exc
+
+    found = ransac(random_triples(m, iterations, seed), fit, lambda h: _batch_residuals(p, q, *h), refit,
+                   lambda f: np.linalg.norm(q - (f[2] * p @ f[0].T + f[1]), axis=1), threshold, weight=w)
+    best = found.inliers
+    if found.model is None:
+        return None, none, found.reason or f"too few inliers ({int(best.sum())} < {need})"
+    r, t, s = found.model
     n_inl = int(best.sum())
     if n_inl < need:
         return None, none, f"too few inliers ({n_inl} < {need})"
