@@ -24,7 +24,7 @@ def test_every_engine_option_is_a_parameter_with_the_config_default() -> None:
     assert len(by_field) == len([p for p in params.PARAMETERS if p.field]), "two parameters set one field"
     defaults = EngineConfig()
     for f in fields(EngineConfig):
-        if f.name == "layers":  # per-source layer lists: CLI/engine only
+        if f.name == "layers":  # per-source layer lists: Python API only
             continue
         assert f.name in by_field, f"EngineConfig.{f.name} has no ROS parameter"
         spec = by_field[f.name]
@@ -35,8 +35,14 @@ def test_every_engine_option_is_a_parameter_with_the_config_default() -> None:
             assert spec.default == list(value)
         elif f.name in ("fusion_weights", "kbcnet_weights"):
             assert spec.default == "" and value is None
+        elif f.name == "multiscale":
+            assert spec.default == list(value)
         else:
             assert spec.default == value and type(spec.default) is type(value), f.name
+    # unset parameters give the default engine, set-to-default ones too
+    assert params.engine_config({}) == defaults
+    assert params.engine_config({p.name: p.default for p in params.PARAMETERS}) == defaults
+    assert params.engine_config(params.parameter_values(defaults)) == defaults
 
 
 @pytest.mark.parametrize("spec", [p for p in params.PARAMETERS if p.field and p.range], ids=lambda p: p.name)
@@ -257,6 +263,30 @@ def test_reencoding_options_say_so() -> None:
     for p in params.PARAMETERS:
         if p.field and not p.read_only:
             assert (p.field in REFERENCE_AFFECTING_FIELDS) == ("Re-encodes the reference" in p.description), p.name
+
+
+def test_parameter_set_is_unchanged() -> None:
+    """The schema declares exactly the parameters the node had (launch files and YAML files name them)."""
+    expected = {
+        "backbone", "weights", "input_sizes", "source_weights", "score_calibration", "fusion_weights", "matcher",
+        "kbcnet_weights", "center_features", "device", "fp16", "cpu_bf16", "torch_threads", "score_threshold", "kbc",
+        "kbc_margin", "kbc_max_fraction", "depth_aware", "depth_scale", "depth_floor", "depth_sigma_min",
+        "depth_spread", "depth_cells", "depth_radius", "multiscale", "grid", "softargmax_radius",
+        "softargmax_temperature", "cycle_sigma", "pose_threshold", "pose_iterations", "pose_min_inliers",
+        "consensus_prior", "consensus_weight", "consensus_sigma", "consensus_threshold", "consensus_min_inliers",
+        "consensus_mode", "consensus_in_crop", "pose_from_prior", "color_transport", "depth_transport",
+        "rectified_input", "require_matching_frame_ids", "max_image_pixels", "sync_slop", "sync_buffer_size",
+        "stamp_source", "sync_time_jump_reset", "reference_file", "reference_image", "reference_depth",
+        "reference_intrinsics", "max_reference_keypoints", "enabled", "fatal_after_failures", "publish_debug_image",
+        "marker_scale", "diagnostics_period"}
+    assert set(params.PARAMETERS_BY_NAME) == expected
+    assert params.REFERENCE_PARAMETERS == {"reference_file", "reference_image", "reference_depth",
+                                           "reference_intrinsics"}
+    assert params.SYNC_PARAMETERS == {"sync_slop", "sync_buffer_size", "stamp_source", "sync_time_jump_reset"}
+    assert {"multiscale", "grid", "score_calibration", "matcher", "max_image_pixels"} <= params.MODEL_PARAMETERS
+    with pytest.raises(ConfigError, match="stamp_source must be one of"):
+        params.check_node_choices({"stamp_source": "gps"})
+    params.check_node_choices({"stamp_source": "arrival", "reference_intrinsics": None})
 
 
 def test_docs_list_every_parameter_and_topic() -> None:

@@ -1,116 +1,132 @@
-"""Options shared by subcommands: engine flags built from :class:`EngineConfig`, JSON output, threads."""
+"""Options shared by subcommands: engine flags derived from the option schema, JSON output, threads.
+
+Every option of :mod:`semcorr_ros.options` with a ``flag`` becomes a flag of the subcommands that build an
+engine, in three help groups: core options first, then advanced (constants tuned once) and experimental ones.
+Booleans get ``--x`` / ``--no-x``; lists and per-backbone values are comma-separated (``default`` keeps the
+default); ``--weights SOURCE=PATH`` repeats.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from semcorr_ros.config import (CONSENSUS_MODES, DEFAULT_SOURCES, DEPTH_CELL_MODES, KBC_MODES, MATCHERS,
-                                 EngineConfig)
+from semcorr_ros.config import EngineConfig
 from semcorr_ros.errors import ConfigError
+from semcorr_ros.options import ADVANCED, CORE, EXPERIMENTAL, KEEP, Option, from_wire, schema
 
-_DEFAULTS = EngineConfig()
-
-
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags that configure the engine (defaults from :class:`EngineConfig`)."""
-    g = parser.add_argument_group("model")
-    g.add_argument("--backbone", default="default",
-                   help="comma-separated feature sources to fuse, or 'default' (= %s); sources: "
-                        "effnet-lite2, dinov2-s-imgfocus, dinov2_vit{s,b,l,g}14[_reg] (needs --weights), sd (optional, "
-                        "CUDA only, needs diffusers and --weights sd=MODEL_DIR; docs/sources.md)"
-                        % ",".join(DEFAULT_SOURCES))
-    g.add_argument("--weights", action="append", default=[], metavar="SOURCE=PATH",
-                   help="weights file for a source, e.g. dinov2_vitb14=/models/dinov2_vitb14_pretrain.pth "
-                        "(repeatable; sd: a diffusers model folder)")
-    g.add_argument("--fusion-weights", default=None, metavar="PATH",
-                   help="trained fusion weights file from `semcorr train-fusion`, plain or projected ('none': no "
-                        "file; default: the shipped file if it matches the sources, else the per-source weights of "
-                        "the configuration)")
-    g.add_argument("--device", default=_DEFAULTS.device, help="auto | cpu | cuda[:N] (default: %(default)s)")
-    g.add_argument("--fp16", action="store_true", help="half precision on CUDA")
-    g.add_argument("--no-cpu-bf16", action="store_true",
-                   help="keep float32 on CPUs with native bfloat16 (default: bf16 autocast there)")
-    g.add_argument("--kbc", choices=KBC_MODES, default=_DEFAULTS.kbc,
-                   help="keypoint-bounding-box-centred cropping (default: %(default)s)")
-    g.add_argument("--kbc-margin", type=float, default=_DEFAULTS.kbc_margin, help="(default: %(default)s)")
-    g.add_argument("--kbc-max-fraction", type=float, default=_DEFAULTS.kbc_max_fraction,
-                   help="'auto' crops when the object covers less than this fraction (default: %(default)s)")
-    g.add_argument("--no-depth-aware", action="store_true", help="disable depth-aware feature weighting")
-    g.add_argument("--depth-floor", type=float, default=_DEFAULTS.depth_floor,
-                   help="depth-aware weight of cells at implausible depths (default: %(default)s)")
-    g.add_argument("--depth-spread", type=float, default=_DEFAULTS.depth_spread,
-                   help="object depth spread as a multiple of the reference keypoints' depth range "
-                        "(default: %(default)s)")
-    g.add_argument("--depth-cells", choices=DEPTH_CELL_MODES, default=_DEFAULTS.depth_cells,
-                   help="depth-aware cell statistic: mean (Gaussian overlap of the cell's mean depth) or max (the "
-                        "cell's most plausible pixel; see docs/accuracy.md) (default: %(default)s)")
-    g.add_argument("--score-threshold", type=float, default=_DEFAULTS.score_threshold,
-                   help="matches below are invalid (default: %(default)s)")
-    g.add_argument("--softargmax-radius", type=int, default=_DEFAULTS.softargmax_radius,
-                   help="(default: %(default)s)")
-    g.add_argument("--softargmax-temperature", type=float, default=_DEFAULTS.softargmax_temperature,
-                   help="(default: %(default)s)")
-    g.add_argument("--consensus-prior", action=argparse.BooleanOptionalAction, default=_DEFAULTS.consensus_prior,
-                   help="bias each keypoint towards one global 2D affine fitted on the whole object "
-                        "(default: %(default)s)")
-    g.add_argument("--consensus-weight", type=float, default=_DEFAULTS.consensus_weight,
-                   help="height of the prior's bump on the cosine similarities (default: %(default)s)")
-    g.add_argument("--consensus-sigma", type=float, default=_DEFAULTS.consensus_sigma,
-                   help="width of the prior's bump, fraction of the image side (default: %(default)s)")
-    g.add_argument("--consensus-mode", choices=CONSENSUS_MODES, default=_DEFAULTS.consensus_mode,
-                   help="consensus model: 2d affine, 3d similarity from depth, or auto (3d when both frames have "
-                        "depth and intrinsics) (default: %(default)s)")
-    g.add_argument("--consensus-in-crop", action=argparse.BooleanOptionalAction,
-                   default=_DEFAULTS.consensus_in_crop, help="apply the consensus prior in the KBC crop pass too "
-                                                             "(default: %(default)s)")
-    g.add_argument("--pose-from-prior", action=argparse.BooleanOptionalAction, default=_DEFAULTS.pose_from_prior,
-                   help="seed the pose from the 3D prior when the keypoint RANSAC fails (default: %(default)s)")
-    g.add_argument("--multiscale", default=",".join(f"{s:g}" for s in _DEFAULTS.multiscale), metavar="S,S,...",
-                   help="input-size scales to encode at, e.g. 0.75,1,1.25 (default: %(default)s)")
-    g.add_argument("--matcher", choices=MATCHERS, default=_DEFAULTS.matcher,
-                   help="nn: cosine nearest neighbour; kbcnet: the learned KBCNet head (needs --kbcnet-weights "
-                        "or a shipped head; see docs/kbcnet.md) (default: %(default)s)")
-    g.add_argument("--kbcnet-weights", default=None, metavar="PATH",
-                   help="KBCNet head from `semcorr train-kbcnet` (default: the shipped head, if any)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+#: Help groups of the engine flags, by tier: (title, description).
+FLAG_GROUPS: dict[str, tuple[str, str | None]] = {
+    CORE: ("engine options", None),
+    ADVANCED: ("advanced engine options", "constants tuned once; change them together with a measurement"),
+    EXPERIMENTAL: ("experimental engine options", "measured no gain, or need a part that does not ship "
+                   "(docs/ablation.md, docs/accuracy.md)"),
+}
 
 
-def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """Build the validated :class:`EngineConfig` from parsed flags."""
-    sources = DEFAULT_SOURCES if args.backbone == "default" else tuple(
-        s.strip() for s in args.backbone.split(",") if s.strip())
-    weights = {}
-    for item in args.weights:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--weights expects SOURCE=PATH, got {item!r}")
-        weights[name] = path
-    if args.threads:
+def flag_options(options: Iterable[Option] | None = None) -> tuple[Option, ...]:
+    """The options that are CLI flags (default: from the whole schema), in documentation order."""
+    return tuple(o for o in (schema() if options is None else options) if o.flag)
+
+
+def _dest(opt: Option) -> str:
+    return str(opt.flag).lstrip("-").replace("-", "_")
+
+
+def _help(opt: Option) -> str:
+    return opt.description.replace("`", "").replace("%", "%%") + " (default: %(default)s)"
+
+
+def _text_default(opt: Option) -> Any:
+    k = opt.kind
+    if k.base in ("list", "map") and (k.optional or k.base == "map"):
+        return None
+    if k.base == "list":
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in opt.default)
+    return opt.default
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, options: Iterable[Option] | None = None) -> None:
+    """Add the engine flags of ``options`` (default: the schema) to ``parser``, grouped by tier."""
+    groups = {tier: parser.add_argument_group(title, desc) for tier, (title, desc) in FLAG_GROUPS.items()}
+    for opt in flag_options(options):
+        g, k = groups[opt.tier], opt.kind
+        kw: dict[str, Any] = {"dest": _dest(opt), "help": _help(opt)}
+        if opt.metavar:
+            kw["metavar"] = opt.metavar
+        if k.base == "bool":
+            g.add_argument(opt.flag, action=argparse.BooleanOptionalAction, default=opt.default, **kw)
+        elif k.base == "map" and k.item is str:
+            g.add_argument(opt.flag, action="append", default=None, **{**kw, "help": _help(opt).replace(
+                " (default: %(default)s)", " (repeatable)")})
+        elif k.base in ("list", "map"):
+            g.add_argument(opt.flag, default=_text_default(opt), **kw)
+        elif k.base == "str" and opt.choices and not opt.pattern:
+            g.add_argument(opt.flag, choices=opt.choices, default=opt.default, **kw)
+        else:
+            kw.setdefault("metavar", "|".join(opt.shown_choices) or {"int": "N", "float": "X"}.get(k.base, "VALUE"))
+            g.add_argument(opt.flag, type={"int": int, "float": float}.get(k.base, str), default=opt.default, **kw)
+
+
+def _wire(opt: Option, value: Any) -> Any:
+    """A flag's parsed value as a ROS-style wire value (lists from comma-separated text)."""
+    k = opt.kind
+    if not isinstance(value, str) or k.base not in ("list", "map") or k.item is str and k.base == "map":
+        return value
+    if value.strip() == "default":
+        return KEEP
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if k.item is str:
+        return parts
+    try:
+        return [k.item(p) for p in parts]  # type: ignore[misc]
+    except ValueError:
+        raise ConfigError(f"{opt.flag} expects comma-separated numbers, got {value!r}") from None
+
+
+def engine_config(args: argparse.Namespace, options: Iterable[Option] | None = None) -> EngineConfig:
+    """Build the validated :class:`EngineConfig` from parsed flags (and apply ``--threads``).
+
+    Raises:
+        ConfigError: a value the engine does not accept (the message names the option and valid choices).
+    """
+    changes: dict[str, Any] = {}
+    per_source: list[tuple[Option, Any]] = []
+    for opt in flag_options(options):
+        if not opt.engine or not hasattr(args, _dest(opt)):
+            continue
+        wire = _wire(opt, getattr(args, _dest(opt)))
+        if wire is KEEP:
+            continue
+        if opt.kind.base == "map" and opt.kind.item is not str:
+            per_source.append((opt, wire))
+            continue
+        value = from_wire(opt, wire, str(opt.flag))
+        if value is not KEEP:
+            changes[opt.name] = value
+    cfg = EngineConfig(**changes)
+    later = {}
+    for opt, wire in per_source:
+        value = from_wire(opt, wire, str(opt.flag), cfg.sources)
+        if value is not KEEP:
+            later[opt.name] = value
+    threads = getattr(args, "threads", None)
+    if threads:
         import torch
 
-        torch.set_num_threads(args.threads)
-    return EngineConfig(sources=sources, weights=weights, fusion_weights=args.fusion_weights, device=args.device,
-                        fp16=args.fp16, cpu_bf16=not args.no_cpu_bf16, kbc=args.kbc, kbc_margin=args.kbc_margin,
-                        kbc_max_fraction=args.kbc_max_fraction, depth_aware=not args.no_depth_aware,
-                        depth_floor=args.depth_floor, depth_spread=args.depth_spread, depth_cells=args.depth_cells,
-                        score_threshold=args.score_threshold, softargmax_radius=args.softargmax_radius,
-                        softargmax_temperature=args.softargmax_temperature,
-                        consensus_prior=args.consensus_prior, consensus_weight=args.consensus_weight,
-                        consensus_sigma=args.consensus_sigma, consensus_mode=args.consensus_mode,
-                        consensus_in_crop=args.consensus_in_crop, pose_from_prior=args.pose_from_prior,
-                        multiscale=_scales(args.multiscale), matcher=args.matcher,
-                        kbcnet_weights=args.kbcnet_weights)
+        torch.set_num_threads(threads)
+    return cfg.replace(**later) if later else cfg
 
 
-def _scales(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(s) for s in str(text).split(",") if s.strip())
-    except ValueError as exc:
-        raise ConfigError(f"--multiscale expects comma-separated numbers, got {text!r}") from exc
+def parse_engine_flags(argv: Sequence[str], options: Iterable[Option] | None = None) -> EngineConfig:
+    """The :class:`EngineConfig` of engine flags alone (for tools and tests)."""
+    p = argparse.ArgumentParser()
+    add_engine_arguments(p, options)
+    return engine_config(p.parse_args(list(argv)), options)
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
