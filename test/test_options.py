@@ -14,7 +14,7 @@ from semcorr_ros import options
 from semcorr_ros.cli.common import add_engine_arguments, engine_config, flag_options, parse_engine_flags
 from semcorr_ros.config import DEFAULT_SOURCES, EngineConfig
 from semcorr_ros.errors import ConfigError
-from semcorr_ros.options import ADVANCED, CORE, EXPERIMENTAL, option
+from semcorr_ros.options import ADVANCED, CORE, EXPERIMENTAL, docs, option
 from semcorr_ros.ros import params
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "node.md"
@@ -56,9 +56,9 @@ def test_adding_an_option_touches_one_place() -> None:
     help_text = parser.format_help()
     assert help_text.index("\n  --match-gain") > help_text.index("advanced engine options:")
     # docs row
-    table = options.markdown_table(options.schema(extra=[new]))
+    table = docs.markdown_table(options.schema(extra=[new]))
     assert "| `match_gain` | double | `0.5` | [0.0, 2.0] | yes | advanced | Gain of a new matching stage. |" in table
-    assert "match_gain" not in options.markdown_table()
+    assert "match_gain" not in docs.markdown_table()
 
 
 # ------------------------------------------------------------------------------------------------ docs table
@@ -66,30 +66,32 @@ def test_adding_an_option_touches_one_place() -> None:
 
 def test_docs_table_is_the_generated_one() -> None:
     text = DOCS.read_text()
-    start, end = options.docs_table(text)
+    start, end = docs.docs_table(text)
     current = "\n".join(text.split("\n")[start:end]) + "\n"
-    assert current == options.markdown_table(), (
+    assert current == docs.markdown_table(), (
         "docs/node.md's parameter table is out of date: python -m semcorr_ros.options --update-docs docs/node.md")
-    assert options.main(["--check", str(DOCS)]) == 0
-    assert options.update_docs(text) == text
+    assert docs.main(["--check", str(DOCS)]) == 0
+    assert docs.update_docs(text) == text
 
 
 def test_update_docs_rewrites_only_the_table(tmp_path: Path) -> None:
     md = tmp_path / "node.md"
     md.write_text("# x\n\n## Parameters\n\nSome prose.\n\n| a |\n|---|\n| old |\n\nafter\n\n## Next\n\n| keep |\n")
-    assert options.main(["--check", str(md)]) == 1
-    assert options.main(["--update-docs", str(md)]) == 0
+    assert docs.main(["--check", str(md)]) == 1
+    assert docs.main(["--update-docs", str(md)]) == 0
     text = md.read_text()
     assert "| old |" not in text and "Some prose." in text and "\nafter\n" in text and "| keep |" in text
-    assert options.main(["--check", str(md)]) == 0
+    assert docs.main(["--check", str(md)]) == 0
     with pytest.raises(ValueError, match="Parameters"):
-        options.docs_table("# nothing\n")
+        docs.docs_table("# nothing\n")
 
 
-def test_markdown_command(capsys: pytest.CaptureFixture[str]) -> None:
-    assert options.main(["--markdown"]) == 0
-    out = capsys.readouterr().out
-    assert out == options.markdown_table() and "| `score_threshold` | double | `0.2` | [0.0, 1.0] | yes | core |" in out
+def test_markdown_command() -> None:
+    r = subprocess.run([sys.executable, "-m", "semcorr_ros.options", "--markdown"], capture_output=True, text=True,
+                       timeout=120, cwd="/")
+    out = r.stdout
+    assert r.returncode == 0 and out == docs.markdown_table(), r.stderr
+    assert "| `score_threshold` | double | `0.2` | [0.0, 1.0] | yes | core |" in out
 
 
 # --------------------------------------------------------------------------------------------- the schema
@@ -182,8 +184,8 @@ def test_wire_values_round_trip() -> None:
 
 
 def test_schema_modules_do_not_import_rclpy() -> None:
-    code = ("import sys, semcorr_ros.options, semcorr_ros.config, semcorr_ros.cli.common; "
-            "semcorr_ros.options.markdown_table(); assert 'rclpy' not in sys.modules, 'rclpy imported'")
+    code = ("import sys, semcorr_ros.options.docs, semcorr_ros.config, semcorr_ros.cli.common; "
+            "semcorr_ros.options.docs.markdown_table(); assert 'rclpy' not in sys.modules, 'rclpy imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
     assert r.returncode == 0, r.stderr
 

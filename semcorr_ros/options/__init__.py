@@ -7,11 +7,12 @@ An option is a field of a dataclass declared with :func:`option`: the field give
 - validation: :class:`semcorr_ros.config.EngineConfig` checks its fields with :func:`validate`;
 - the node's ROS parameters and descriptors (:mod:`semcorr_ros.ros.params`);
 - the engine flags of the ``semcorr`` subcommands (:mod:`semcorr_ros.cli.common`);
-- the parameter table of docs/node.md (:func:`markdown_table`):
+- the parameter table of docs/node.md (:func:`semcorr_ros.options.docs.markdown_table`):
   ``python -m semcorr_ros.options --markdown`` prints it, ``--update-docs docs/node.md`` rewrites it.
 
 Engine options are the fields of ``EngineConfig``; node-only options (synchronisation, reference files,
-outputs, ...) are the fields of :class:`NodeOptions`. Adding an option means adding one field (plus the code
+outputs, ...) are the fields of :class:`semcorr_ros.options.node.NodeOptions`; the docs table:
+:mod:`semcorr_ros.options.docs`. Adding an option means adding one field (plus the code
 that uses it). Values on the wire (ROS parameters, CLI flags) follow the field type: ``tuple[X, ...]`` is a list;
 ``dict[str, str]`` is a list of ``KEY=VALUE`` entries; ``dict[str, int | float]`` is a list with one number per
 backbone entry (``0`` for an int: that source's default); ``str | None`` is ``""`` for None; other optional
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import re
 import sys
@@ -33,12 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from semcorr_ros.errors import ConfigError
-from semcorr_ros.reference import MAX_KEYPOINTS, MAX_PIXELS
-from semcorr_ros.ros.stamps import STAMP_SOURCES
 
 __all__ = ["CORE", "ADVANCED", "EXPERIMENTAL", "TIERS", "GROUPS", "Kind", "Option", "option", "options_of",
-           "validate", "NodeOptions", "schema", "engine_options", "node_options", "from_wire", "to_wire",
-           "markdown_table", "update_docs", "KEEP", "COLOR_TRANSPORTS", "DEPTH_TRANSPORTS"]
+           "validate", "schema", "engine_options", "node_options", "from_wire", "to_wire", "param_default", "KEEP"]
 
 CORE, ADVANCED, EXPERIMENTAL = "core", "advanced", "experimental"
 #: ``core``: what a user sets; ``advanced``: constants tuned once (change only with a measurement);
@@ -47,11 +44,6 @@ TIERS = (CORE, ADVANCED, EXPERIMENTAL)
 #: Documentation order of the option groups.
 GROUPS = ("model", "matching", "crop", "depth", "consensus", "pose", "inputs", "synchronisation", "reference",
           "node", "outputs")
-
-#: Colour input transports: ``raw`` (sensor_msgs/Image) or ``compressed`` (CompressedImage, JPEG/PNG).
-COLOR_TRANSPORTS = ("raw", "compressed")
-#: Depth input transports: ``raw`` (Image) or ``compressedDepth`` (CompressedImage, PNG or RVL).
-DEPTH_TRANSPORTS = ("raw", "compressedDepth")
 
 _META_KEY = "semcorr_option"
 _DERIVE = object()
@@ -291,78 +283,6 @@ def validate(obj: Any) -> None:
             object.__setattr__(obj, opt.name, checked)
 
 
-# ------------------------------------------------------------------------------------------- node options
-
-_inputs = functools.partial(option, group="inputs")
-_sync = functools.partial(option, group="synchronisation")
-_ref = functools.partial(option, group="reference")
-_out = functools.partial(option, group="outputs")
-
-
-@dataclass(frozen=True)
-class NodeOptions:
-    """Options of the correspondence node that are not engine options (defaults; the node reads parameters)."""
-
-    torch_threads: int = option(0, "PyTorch CPU threads (0 = PyTorch's default).", group="model", range=(0, 256),
-                                runtime=False, flag="--threads", metavar="N")
-    color_transport: str = _inputs(
-        "raw", "Colour input: raw (`sensor_msgs/Image` on `color/image_raw`) or compressed (`CompressedImage`, "
-        "JPEG/PNG, on `color/image_raw/compressed`).", choices=COLOR_TRANSPORTS, runtime=False)
-    depth_transport: str = _inputs(
-        "raw", "Depth input: raw (`Image` on `aligned_depth_to_color/image_raw`) or compressedDepth "
-        "(`CompressedImage` on `aligned_depth_to_color/image_raw/compressedDepth`).", choices=DEPTH_TRANSPORTS,
-        runtime=False)
-    rectified_input: bool = _inputs(
-        False, "The images are rectified (image_proc's `image_rect`): intrinsics from `CameraInfo.p`, no "
-        "distortion. false: raw images, `K` and the distortion model `D` (plumb_bob, rational_polynomial, "
-        "equidistant) are used to lift keypoints to 3D.")
-    require_matching_frame_ids: bool = _inputs(
-        True, "Reject sets whose colour, depth and camera-info `frame_id` differ (depth not aligned to colour is "
-        "lifted to 3D wrongly); empty frame ids are not compared.")
-    max_image_pixels: int = _inputs(
-        MAX_PIXELS, "Largest width x height accepted for a live image or a reference image; larger ones are "
-        "rejected before they are decoded.", range=(1, 1 << 28), runtime=False, tier=ADVANCED)
-    sync_slop: float = _sync(
-        0.02, "Largest |t_depth - t_colour| for a colour and a depth frame to pair, seconds (of header stamps, or "
-        "of arrival times when those are used).", range=(0.0, 1.0))
-    sync_buffer_size: int = _sync(
-        5, "Frames buffered per input stream while waiting for a partner; older ones are dropped and counted.",
-        range=(1, 100), tier=ADVANCED)
-    stamp_source: str = _sync(
-        "auto", "Time base that pairs colour and depth: header (the messages' stamps), arrival (when they arrive) "
-        "or auto (header stamps, switching to arrival times when a camera publishes zero or constant stamps; "
-        "/diagnostics says so).", choices=STAMP_SOURCES)
-    sync_time_jump_reset: float = _sync(
-        1.0, "A frame this many seconds older than the newest one of its stream (a bag looping, simulated time "
-        "restarting) clears the buffers instead of being dropped.", range=(0.001, 1e6), tier=ADVANCED)
-    reference_file: str = _ref(
-        "", "Reference YAML: named keypoints in pixels, optionally image, depth and intrinsics (format: "
-        "`semcorr_ros.reference`). Absolute, relative to the working directory, or "
-        "`package://semcorr_ros/<path>`. `\"\"` = no reference (frames are rejected until one is set; "
-        "config/correspond.yaml names the example). Changing it reloads the reference; a bad one is rejected and "
-        "the old one stays active.")
-    reference_image: str = _ref("", "Reference image overriding the YAML's `image` (`\"\"` = the YAML's).")
-    reference_depth: str = _ref(
-        "", "Reference depth overriding the YAML's `depth`: 16-bit PNG in millimetres or `.npy` in metres "
-        "(`\"\"` = the YAML's).")
-    reference_intrinsics: tuple[float, ...] | None = _ref(
-        None, "Reference camera intrinsics `[fx, fy, cx, cy]` overriding the YAML's (not set = the YAML's).")
-    max_reference_keypoints: int = _ref(
-        MAX_KEYPOINTS, "Most keypoints a reference may have (the matching cost grows with them); a reference with "
-        "more is rejected.", range=(1, 4096), runtime=False, tier=ADVANCED)
-    enabled: bool = option(
-        True, "Run inference (false pauses it: frames are dropped and counted, nothing is published; also the "
-        "`~/set_enabled` std_srvs/SetBool service).")
-    fatal_after_failures: int = option(
-        50, "Exit with code 1 (so that launch's respawn restarts the node) after this many consecutive frames "
-        "failed with an unexpected error (e.g. CUDA out of memory); 0 = never.", range=(0, 1_000_000),
-        runtime=False, tier=ADVANCED)
-    publish_debug_image: bool = _out(True, "Publish `~/debug_image` (drawn only while someone subscribes).")
-    marker_scale: float = _out(0.02, "Diameter of the keypoint spheres in `~/markers`, metres.", range=(0.001, 1.0))
-    diagnostics_period: float = _out(1.0, "Seconds between `/diagnostics` messages.", range=(0.1, 60.0),
-                                     runtime=False, tier=ADVANCED)
-
-
 # ------------------------------------------------------------------------------------------------ the schema
 
 
@@ -374,7 +294,9 @@ def engine_options() -> tuple[Option, ...]:
 
 
 def node_options() -> tuple[Option, ...]:
-    """The node-only options (:class:`NodeOptions`)."""
+    """The node-only options (:class:`semcorr_ros.options.node.NodeOptions`)."""
+    from semcorr_ros.options.node import NodeOptions
+
     return options_of(NodeOptions, engine=False)
 
 
@@ -452,98 +374,3 @@ def param_default(opt: Option) -> Any:
     if k.base == "map" or (k.base == "list" and k.optional):
         return None
     return to_wire(opt, opt.default)
-
-
-# ---------------------------------------------------------------------------------------------- docs table
-
-_HEADER = ("| name | type | default | range / choices | at run time | tier | description |\n"
-           "|---|---|---|---|---|---|---|")
-
-
-def _doc_value(value: Any) -> str:
-    if value is None:
-        return "*(not set)*"
-    return f"`{json.dumps(value)}`"
-
-
-def _doc_constraint(opt: Option) -> str:
-    if opt.shown_choices:
-        return ", ".join(opt.shown_choices)
-    if opt.range is not None:
-        lo, hi = opt.range
-        text = f"[{lo}, {hi}]"
-        return text if opt.kind.base in ("int", "float") else f"each in {text}"
-    return ""
-
-
-def markdown_table(options: Iterable[Option] | None = None) -> str:
-    """The Markdown table of the node's ROS parameters (one row per option with a ``param``)."""
-    rows = [_HEADER]
-    for opt in schema() if options is None else options:
-        if opt.param is None:
-            continue
-        cells = [f"`{opt.param}`", opt.kind.ros_type, _doc_value(param_default(opt)), _doc_constraint(opt),
-                 "yes" if opt.runtime else "read-only", opt.tier, opt.full_description()]
-        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(rows) + "\n"
-
-
-def docs_table(text: str) -> tuple[int, int]:
-    """Line span ``[start, end)`` of the table in the ``## Parameters`` section of a Markdown text.
-
-    Raises:
-        ValueError: no such section or no table in it.
-    """
-    lines = text.split("\n")
-    try:
-        head = lines.index("## Parameters")
-    except ValueError:
-        raise ValueError("no '## Parameters' section") from None
-    end_section = next((i for i in range(head + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    start = next((i for i in range(head + 1, end_section) if lines[i].startswith("|")), None)
-    if start is None:
-        raise ValueError("no table in the '## Parameters' section")
-    end = next((i for i in range(start, end_section) if not lines[i].startswith("|")), end_section)
-    return start, end
-
-
-def update_docs(text: str, table: str | None = None) -> str:
-    """``text`` with the table of its ``## Parameters`` section replaced by :func:`markdown_table`."""
-    lines = text.split("\n")
-    start, end = docs_table(text)
-    new = (table or markdown_table()).rstrip("\n").split("\n")
-    return "\n".join(lines[:start] + new + lines[end:])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m semcorr_ros.options --markdown`` | ``--update-docs docs/node.md`` | ``--check docs/node.md``."""
-    import argparse
-    from pathlib import Path
-
-    p = argparse.ArgumentParser(prog="python -m semcorr_ros.options", description=main.__doc__)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--markdown", action="store_true", help="print the parameter table")
-    g.add_argument("--update-docs", type=Path, metavar="MD", help="rewrite the table of MD's '## Parameters'")
-    g.add_argument("--check", type=Path, metavar="MD", help="exit 1 when MD's table differs from the schema")
-    args = p.parse_args(argv)
-    if args.markdown:
-        sys.stdout.write(markdown_table())
-        return 0
-    path = args.update_docs or args.check
-    text = path.read_text()
-    new = update_docs(text)
-    if args.check:
-        if new != text:
-            print(f"{path}: parameter table out of date; run python -m semcorr_ros.options --update-docs {path}",
-                  file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        path.write_text(new)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from semcorr_ros import options as _imported  # the module config.py uses, not this __main__ copy
-
-    sys.exit(_imported.main())
