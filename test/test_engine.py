@@ -5,7 +5,7 @@ import torch
 import pytest
 
 from semcorr_ros.config import EngineConfig
-from semcorr_ros.engine import CorrespondenceEngine
+from semcorr_ros.engine import CorrespondenceEngine, depth_aware
 from semcorr_ros.errors import ConfigError, InputError, NoReferenceError
 
 from _toy import ToySource, texture  # noqa: E402  (test helper next to this file)
@@ -108,7 +108,7 @@ def test_kbc_on_small_object_crops_and_maps_back():
     assert not big.match(live).kbc_used
 
 
-def test_kbc_crop_refits_the_depth_model_at_the_crop_matches():
+def test_kbc_crop_refits_the_depth_model_at_the_crop_matches(monkeypatch):
     # A small object at 1 m in front of a wall at 3 m. The full-frame depth model is forced wrong (on the wall,
     # as when a small object's first-pass matches land on the background); the crop pass must not inherit it:
     # its model is fitted again at the crop's own matches, which sit on the object.
@@ -118,16 +118,16 @@ def test_kbc_crop_refits_the_depth_model_at_the_crop_matches():
     eng = make_engine(kbc="on", kbc_margin=0.5, softargmax_radius=0, depth_floor=0.0)
     eng.set_reference(ref, kps, depth=np.full((256, 256), 1.0, np.float32))
     fitted = []
-    original = eng._depth_model
+    original = depth_aware.model_at
 
-    def spy(depth_m, xy, score, extent):
-        model = original(depth_m, xy, score, extent)
+    def spy(depth_m, xy, score, extent, cfg):
+        model = original(depth_m, xy, score, extent, cfg)
         if depth_m.shape == depth.shape:   # the full-frame fit: pretend it followed the wall
             model = type(model)(mean=3.0, sigma=0.05)
         fitted.append((depth_m.shape, model))
         return model
 
-    eng._depth_model = spy
+    monkeypatch.setattr(depth_aware, "model_at", spy)
     res = eng.match(live, depth)
     assert res.kbc_used and res.depth_weighted
     assert len(fitted) == 2 and fitted[0][0] == depth.shape and fitted[1][0] != depth.shape
@@ -212,3 +212,18 @@ def test_batched_encoding_equals_single_and_fills_the_cache():
             assert m.shape == s.shape and torch.allclose(m, s, atol=1e-5)
     assert eng.cached("b") and not eng.cached("d")
     assert eng.encode_maps_batch([]) == []
+
+
+def test_options_changed_at_run_time_take_effect():
+    # The node swaps engine.config when parameters change: the next frame must use the new options.
+    img = texture(128, 128, seed=3)
+    kps = np.array([[40.0, 40.0], [80.0, 48.0], [56.0, 88.0]])
+    live = np.roll(img, (8, 16), axis=(0, 1))
+    eng = make_engine()
+    eng.set_reference(img, kps)
+    eng.config = EngineConfig(device="cpu", fusion_weights="none", kbc="off", grid=16, score_calibration=None,
+                              consensus_prior=False)
+    fresh = make_engine(score_calibration=None, consensus_prior=False)
+    fresh.set_reference(img, kps)
+    a, b = eng.match(live), fresh.match(live)
+    assert not a.prior_used and np.array_equal(a.score, b.score) and np.array_equal(a.xy, b.xy)

@@ -51,7 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from semcorr_ros.config import DEPTH_CELL_MODES
+from semcorr_ros.config import DEPTH_CELL_MODES, EngineConfig
+from semcorr_ros.engine.geometry import sample_depth
 
 
 @dataclass
@@ -134,6 +135,22 @@ def depth_weights(depth: torch.Tensor, model: DepthModel, grid: int, floor: floa
     gauss = torch.exp(-((mean - model.mean) ** 2) / (2.0 * (model.sigma ** 2 + var)))
     w = floor + (1.0 - floor) * gauss
     return torch.where(valid, w, torch.ones_like(w))
+
+
+def model_at(depth: np.ndarray, xy: np.ndarray, score: np.ndarray | None, extent: float,
+             cfg: EngineConfig) -> DepthModel | None:
+    """The object's depth model from the depths around pixels ``xy [K, 2]`` of ``depth [H, W]`` (metres, NaN
+    invalid), weighted by ``score [K]`` (``None``: 1 where a depth was found); ``extent``: the reference
+    keypoints' depth range, metres (scaled by ``cfg.depth_spread``)."""
+    z, ok = sample_depth(depth, xy, cfg.depth_radius)
+    wts = ok.astype(float) if score is None else np.where(ok, score, 0.0)
+    return fit_depth_model(z, wts, extent * cfg.depth_spread, cfg.depth_sigma_min)
+
+
+def cell_weights(depth: np.ndarray, model: DepthModel, grid: int, cfg: EngineConfig,
+                 device: torch.device) -> torch.Tensor:
+    """:func:`depth_weights` ``[G, G]`` of ``depth [H, W]`` (metres) on ``device``, with the engine's options."""
+    return depth_weights(torch.from_numpy(depth).to(device), model, grid, cfg.depth_floor, cfg.depth_cells)
 
 
 def _pixel_max_weights(depth: torch.Tensor, model: DepthModel, grid: int, floor: float) -> torch.Tensor:

@@ -13,11 +13,13 @@ frames the first-pass matches at the same relative scale (:func:`framed_box`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 Box = tuple[float, float, float, float]
+T = TypeVar("T")
 
 
 def keypoint_box(xy: np.ndarray, image_size: tuple[int, int], margin: float = 0.25,
@@ -167,6 +169,45 @@ def kbc_boxes(src_xy: np.ndarray, src_size: tuple[int, int], coarse_xy: np.ndarr
     return src_box, tgt_box
 
 
+def object_boxes(src_xy: np.ndarray, src_size: tuple[int, int], object_box: Sequence[float],
+                 tgt_size: tuple[int, int], margin: float = 0.25, max_fraction: float = 1.0) -> tuple[Box, Box] | None:
+    """Crop boxes when the target object's box is known (a detector, a tracker, a benchmark's box).
+
+    The target box is ``object_box`` ``(x0, y0, x1, y1)`` made square and enlarged like a keypoint box
+    (:func:`keypoint_box` of its corners); it crops only when it covers less than ``max_fraction`` of the target.
+
+    Returns:
+        ``(src_box, tgt_box)`` or ``None``.
+    """
+    box = keypoint_box(np.asarray(object_box, dtype=np.float64).reshape(2, 2), tgt_size, margin)
+    if box is None or box_fraction(box, tgt_size) >= max_fraction:
+        return None
+    return keypoint_box(src_xy, src_size, margin), box
+
+
+def kbc_refine(match_crops: Callable[[Box, Box], tuple[np.ndarray, T]], src_xy: np.ndarray,
+               src_size: tuple[int, int], coarse_xy: np.ndarray, coarse_score: np.ndarray,
+               tgt_size: tuple[int, int], margin: float = 0.25, max_fraction: float = 1.0, min_score: float = 0.0,
+               object_box: Sequence[float] | None = None) -> tuple[np.ndarray, T] | None:
+    """The KBC second pass around a first pass that is already done.
+
+    Decides whether and where to crop (:func:`kbc_boxes` from the first-pass matches, or :func:`object_boxes`
+    when ``object_box`` is given), calls ``match_crops(src_box, tgt_box) -> (tgt_xy [K, 2] crop pixels,
+    payload)`` and maps the matches back to full-image pixels.
+
+    Returns:
+        ``(tgt_xy [K, 2] full-image pixels, payload)``, or ``None`` when it does not crop.
+    """
+    if object_box is not None:
+        boxes = object_boxes(src_xy, src_size, object_box, tgt_size, margin, max_fraction)
+    else:
+        boxes = kbc_boxes(src_xy, src_size, coarse_xy, coarse_score, tgt_size, margin, max_fraction, min_score)
+    if boxes is None:
+        return None
+    cxy, payload = match_crops(*boxes)
+    return from_crop(cxy, boxes[1]), payload
+
+
 def kbc_match(match: MatchFn, src_image: np.ndarray, src_xy: np.ndarray, tgt_image: np.ndarray,
               margin: float = 0.25, max_fraction: float = 1.0,
               min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -175,7 +216,7 @@ def kbc_match(match: MatchFn, src_image: np.ndarray, src_xy: np.ndarray, tgt_ima
     1. First pass on the full images gives a coarse estimate of the object in the target.
     2. If the object is small (see :func:`kbc_boxes`), crop the source around its keypoints and the target
        framed like the source crop around the first-pass matches (:func:`framed_box`), match inside the
-       crops, and map back.
+       crops, and map back (:func:`kbc_refine`, which the engine uses with its own crop pass).
 
     Returns:
         ``(tgt_xy [K, 2], score [K], cropped)``.
@@ -183,9 +224,6 @@ def kbc_match(match: MatchFn, src_image: np.ndarray, src_xy: np.ndarray, tgt_ima
     xy, score = match(src_image, src_xy, tgt_image)
     sh, sw = src_image.shape[:2]
     th, tw = tgt_image.shape[:2]
-    boxes = kbc_boxes(src_xy, (sw, sh), xy, score, (tw, th), margin, max_fraction, min_score)
-    if boxes is None:
-        return xy, score, False
-    src_box, tgt_box = boxes
-    cxy, cscore = match(crop(src_image, src_box), to_crop(src_xy, src_box), crop(tgt_image, tgt_box))
-    return from_crop(cxy, tgt_box), cscore, True
+    out = kbc_refine(lambda sb, tb: match(crop(src_image, sb), to_crop(src_xy, sb), crop(tgt_image, tb)),
+                     src_xy, (sw, sh), xy, score, (tw, th), margin, max_fraction, min_score)
+    return (xy, score, False) if out is None else (out[0], out[1], True)
