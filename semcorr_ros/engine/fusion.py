@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semcorr_ros.engine.safetensors_io import read_safetensors, write_safetensors
 from semcorr_ros.errors import WeightsError
 
 FORMAT = "semcorr-fusion-v1"
@@ -151,17 +152,12 @@ class FeatureFusion(nn.Module):
 
 def save_fusion(fusion: FeatureFusion, path: str | os.PathLike) -> None:
     """Write the fusion (atomically): ``semcorr-fusion-v1`` logits, or ``semcorr-fusion-v2`` when projected."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     tensors = {"logits": fusion.logits.detach().cpu().float().contiguous()}
     fmt = FORMAT
     if fusion.projections is not None:
         fmt = FORMAT_V2
         tensors.update({f"proj.{i}": p.detach().cpu().float().contiguous() for i, p in enumerate(fusion.projections)})
-    save_file(tensors, str(tmp), metadata={"format": fmt, "keys": json.dumps(fusion.keys)})
-    os.replace(tmp, path)
+    write_safetensors(path, tensors, {"format": fmt, "keys": json.dumps(fusion.keys)})
 
 
 def load_fusion(fusion: FeatureFusion, path: str | os.PathLike) -> None:
@@ -170,17 +166,8 @@ def load_fusion(fusion: FeatureFusion, path: str | os.PathLike) -> None:
     Raises:
         WeightsError: missing, unreadable or corrupt file, another format, other maps, or bad tensors.
     """
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"fusion weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises several types for corrupted files
-        raise WeightsError(f"cannot read fusion weights {path}: {exc}") from exc
+    meta, tensors = read_safetensors(path, "fusion weights")
     fmt = meta.get("format")
     logits = tensors.get("logits")
     if fmt not in (FORMAT, FORMAT_V2) or logits is None:
