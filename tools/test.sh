@@ -4,6 +4,15 @@
 # Usage: bash tools/test.sh [pytest arguments...]
 #   e.g. bash tools/test.sh -m "not slow" -k matching -x
 #
+# Lanes (markers, assigned in test/conftest.py and registered in pytest.ini):
+#   bash tools/test.sh                      everything (CI, .ci/run): a few minutes on 2 CPU cores
+#   bash tools/test.sh -m "not slow"        the fast lane while developing: well under a minute
+#   bash tools/test.sh -m unit              plain tensor/array/file tests only (no ROS 2 stack, no real model)
+#   bash tools/test.sh -m "not ros"         without the ROS 2 stack (rclpy, messages, DDS, launch)
+#   bash tools/test.sh -m "not model"       without loading the real default model
+#   bash tools/test.sh -m gpu               the CUDA-only tests (skipped without a CUDA device)
+# Every test is `unit`, `ros` and/or `model`; `slow` (more than about a second) and `gpu` come on top.
+#
 # Uses the venv's `pytest` console script, not `python -m pytest`: the latter puts the current
 # directory (the repository root) on sys.path, and the source folder semcorr_ros/ (which has no
 # generated `msg`) would shadow the installed package.
