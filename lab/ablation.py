@@ -108,12 +108,12 @@ class Runner:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=done.parent, env=env)
             try:
                 rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
                 proc.kill()
                 proc.wait()
                 rec.update(skipped=False, seconds=round(time.perf_counter() - t0, 1), timed_out=True)
                 self.steps.append(rec)
-                raise StepFailed(f"{name} ran past {timeout:.0f} s (log {log})")
+                raise StepFailed(f"{name} ran past {timeout:.0f} s (log {log})") from exc
         rec.update(skipped=False, seconds=round(time.perf_counter() - t0, 1), rc=rc)
         self.steps.append(rec)
         if rc != 0 or not done.exists():
@@ -136,7 +136,8 @@ def eval_and_bench(runner: Runner, sub: str, name: str, eval_args: list[str], en
     e, b = _load(ev_json), _load(be_json)
     return {"pairs": e["pairs"], "keypoints": e["keypoints"], "kbc_pairs": e.get("kbc_pairs"),
             "pck_005": e["pck"]["0.05"], "pck_01": e["pck"]["0.1"], "pck_015": e["pck"]["0.15"],
-            "per_category_pck_01": {c: (v.get("pck") or {}).get("0.1") for c, v in (e.get("per_category") or {}).items()},
+            "per_category_pck_01": {c: (v.get("pck") or {}).get("0.1")
+                                    for c, v in (e.get("per_category") or {}).items()},
             "latency_p50_ms": b["latency_ms"]["p50"], "match_p50_ms": b["stages_ms_p50"].get("match"),
             "eval_command": ev["display"], "bench_command": be["display"]}
 

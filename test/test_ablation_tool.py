@@ -11,7 +11,6 @@ import pytest
 from _tools import load_script  # noqa: E402  (test helper next to this file)
 
 
-
 @pytest.fixture(scope="module")
 def ablation():
     return load_script("lab/ablation.py", "semcorr_ablation_tool")

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _bag_eval_data import COLOR, DEPTH, INFO, write_bag, write_reference
-
 from semcorr_ros.bageval.bag import BagError, scan_bag
 from semcorr_ros.cli import main
+
+from _bag_eval_data import COLOR, DEPTH, INFO, write_bag, write_reference
 
 OFFSETS = [(0, 0), (6, 4), (-8, 3)]
 
@@ -165,6 +165,7 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
 def toy_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """``CorrespondenceEngine(cfg)`` in the CLI builds a tiny deterministic engine (no pretrained weights)."""
     import semcorr_ros.engine as engine_mod
+
     from _toy import ToySource
 
     real = engine_mod.CorrespondenceEngine

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from _bag_eval_data import write_bag, write_reference
-
 from semcorr_ros.cli import main
+
+from _bag_eval_data import write_bag, write_reference
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

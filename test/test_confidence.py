@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from semcorr_ros.data.base import PairSample
+from semcorr_ros.eval.benchmark import evaluate
 from semcorr_ros.eval.calibration import confidence_summary
 from semcorr_ros.eval.pck_plots import plot_reliability
-from semcorr_ros.eval.benchmark import evaluate
 
 
 def test_summary_hand_computed():

@@ -8,10 +8,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from _toy import texture  # noqa: E402  (test helper next to this file)
 from semcorr_ros.cli import main
 from semcorr_ros.data import build_dataset
 from semcorr_ros.errors import ConfigError, DatasetError
+
+from _toy import texture  # noqa: E402  (test helper next to this file)
 
 KPS = {"handle": [40.0, 50.0], "rim": [110.0, 45.0], "base": [80.0, 95.0], "spout": [130.0, 110.0]}
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _toy import ToySource, shifted_pairs, write_willow  # noqa: E402  (test helper next to this file)
 from semcorr_ros.cli import main
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine
@@ -15,9 +14,18 @@ from semcorr_ros.engine.fusion import FORMAT_V2, FeatureFusion, load_fusion, sav
 from semcorr_ros.engine.matching import sample_descriptors, similarity
 from semcorr_ros.errors import ConfigError, WeightsError
 from semcorr_ros.lab.train.fusion_data import MapCache
-from semcorr_ros.lab.train.fusion_proj import (ProjectedFusionModel, _similarities, build_projection_data, grid_image,
-                                           pca_projections, projected_hit_rate, train_projected_fusion)
+from semcorr_ros.lab.train.fusion_proj import (
+    ProjectedFusionModel,
+    _similarities,
+    build_projection_data,
+    grid_image,
+    pca_projections,
+    projected_hit_rate,
+    train_projected_fusion,
+)
 from semcorr_ros.lab.train.fusion_train import write_outputs
+
+from _toy import ToySource, shifted_pairs, write_willow  # noqa: E402  (test helper next to this file)
 
 
 def _maps(seed, shapes=((6, 5), (4, 9))):

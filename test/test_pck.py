@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from semcorr_ros.errors import ConfigError, InputError
-from semcorr_ros.eval.pck import (PCKAccumulator, alpha_key, box_unit, correct, distances, normalised_errors,
-                                  normalisers, pck_of_errors, pck_thresholds, within)
+from semcorr_ros.eval.pck import (
+    PCKAccumulator,
+    alpha_key,
+    box_unit,
+    correct,
+    distances,
+    normalised_errors,
+    normalisers,
+    pck_of_errors,
+    pck_thresholds,
+    within,
+)
 
 
 def test_thresholds_bbox_and_img() -> None:

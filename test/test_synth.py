@@ -140,8 +140,8 @@ def test_different_seeds_give_different_instances():
 
 
 def test_reference_view_has_six_keypoints_and_loads(tmp_path, scenes):
-    from semcorr_ros.reference import load_reference
     from semcorr_ros.lab.synth.output import write_reference
+    from semcorr_ros.reference import load_reference
 
     for cat, s in scenes.items():
         ref = s.reference

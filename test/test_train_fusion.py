@@ -9,18 +9,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from _toy import ToySource, shifted_pairs, texture, write_willow  # noqa: E402  (test helper next to this file)
 from semcorr_ros.cli import main
+from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine
 from semcorr_ros.engine.features.base import FeatureSource
 from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
 from semcorr_ros.engine.matching import sample_descriptors, similarity
-from semcorr_ros.config import EngineConfig
 from semcorr_ros.errors import ConfigError
 from semcorr_ros.lab.train.fusion_data import MapCache, bilinear_target, build_pair_tensors, pair_tensors
 from semcorr_ros.lab.train.fusion_split import load_split, make_split, save_split
-from semcorr_ros.lab.train.fusion_train import (batch_loss, fused_similarity, info_nce, train_fusion,
-                                            write_outputs)
+from semcorr_ros.lab.train.fusion_train import batch_loss, fused_similarity, info_nce, train_fusion, write_outputs
+
+from _toy import ToySource, shifted_pairs, texture, write_willow  # noqa: E402  (test helper next to this file)
 
 
 class NoiseSource(FeatureSource):

@@ -12,7 +12,7 @@ import numpy as np
 
 from semcorr_ros.cli.bench_cmd import synthetic_rgbd
 from semcorr_ros.config import EngineConfig
-from semcorr_ros.engine import CorrespondenceEngine
+from semcorr_ros.engine import CorrespondenceEngine, stages
 from semcorr_ros.engine.geometry import validate_depth
 
 ap = argparse.ArgumentParser()
@@ -31,7 +31,7 @@ for _ in range(args.reps):
     for mode in times:
         engine.config = engine.config.replace(consensus_mode=mode)
         t = time.perf_counter()
-        _, used, _ = engine._consensus(ref, ref.full, fmap, depth_m, K)
+        _, used, _ = stages.consensus(engine._context(ref), ref.full, fmap, depth_m, K)
         times[mode].append(time.perf_counter() - t)
         assert used == mode, (mode, used)
 for mode, ts in times.items():

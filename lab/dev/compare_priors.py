@@ -2,7 +2,8 @@
 
 For each scene the reference (another instance of the category) is set once with its depth and intrinsics; every
 frame is encoded once (engine cache) and matched with the prior off, the 2D affine prior and the 3D similarity
-prior (consensus_mode 3d: no prior on frames where the 3D fit fails), and the 3D prior with pose_from_prior. Reported per setting, over the visible
+prior (consensus_mode 3d: no prior on frames where the 3D fit fails), and the 3D prior with pose_from_prior.
+Reported per setting, over the visible
 keypoints that the reference has: PCK@ALPHA (threshold alpha x the longer side of the object's pixel box), median
 3D error of the lifted matches (metres, valid matches with depth), the share of frames where the prior was used,
 valid-pose rate, the median rotation (degrees) and translation (metres) error of the valid poses against the

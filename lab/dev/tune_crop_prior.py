@@ -22,20 +22,21 @@ import torch
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.data import build_dataset
 from semcorr_ros.data.small import SmallObjectPairs
-from semcorr_ros.engine import CorrespondenceEngine, kbc
+from semcorr_ros.engine import CorrespondenceEngine, kbc, stages
+from semcorr_ros.engine.consensus import coarse_map
 from semcorr_ros.engine.matching import pixels_to_uv, uv_to_pixels
 from semcorr_ros.eval.pck import normalised_errors, normalisers, pck_of_errors
 
 
 def _variant(kind):
-    def crop_prior(self, ref, crop_view, cfmap, prior, prior_mode, size, box, csize):
+    def crop_prior(ctx, crop_view, cfmap, frame, box, csize):  # the signature of stages._crop_prior
         mapped = None
-        if prior is not None:
-            xy = uv_to_pixels(prior, *size).double().cpu().numpy()
+        if frame.prior is not None:
+            xy = uv_to_pixels(frame.prior, *frame.size).double().cpu().numpy()
             mapped = pixels_to_uv(torch.as_tensor(kbc.to_crop(xy, box), dtype=torch.float32), *csize)
         if kind == "map":
             return mapped
-        uv = self._crop_affine_prior(crop_view, cfmap)
+        uv = stages._affine_prior(ctx, crop_view, coarse_map(cfmap))
         if uv is not None:
             return uv
         return mapped if kind == "both" else None
@@ -72,7 +73,7 @@ def main() -> None:
         norm = float(normalisers(s.tgt_bbox[None], "bbox")[0])
         for v in variants:
             engine.config = base.replace(consensus_in_crop=v != "off")
-            engine._crop_prior = types.MethodType(_variant(v), engine)
+            stages._crop_prior = _variant(v)
             r = engine.match_pair(s.src_image, s.src_kps[ok], s.tgt_image)
             err = normalised_errors(r.xy, s.tgt_kps[ok], norm)
             hits[v].append(err)

@@ -6,10 +6,9 @@ Usage: python lab/dev/tune_pfwillow.py ROOT [--effnet-layers 14,19] [--effnet-si
 
 import argparse
 import os
-import itertools
+import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,12 +32,13 @@ sources = [build_source("effnet-lite2", layers=[int(x) for x in args.effnet_laye
                         input_size=args.effnet_size),
            build_source("dinov2-s-imgfocus", layers=[int(x) for x in args.dino_layers.split(",")],
                         input_size=args.dino_size)]
-keys = [f"{s.name}/{l}" for s in sources for l in s.layer_names]
+keys = [f"{s.name}/{layer}" for s in sources for layer in s.layer_names]
 if os.environ.get("QUANT"):
     sources[1] = torch.ao.quantization.quantize_dynamic(sources[1], {torch.nn.Linear}, dtype=torch.qint8)
 amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(os.environ.get("BF16")))
-import os
-cache_file = f"/tmp/tune_cache_{os.environ.get('BF16', '')}{os.environ.get('QUANT', '')}_{args.effnet_layers}_{args.effnet_size}_{args.dino_layers}_{args.dino_size}_{args.grid}.pt"
+
+cache_file = (f"/tmp/tune_cache_{os.environ.get('BF16', '')}{os.environ.get('QUANT', '')}_{args.effnet_layers}_"
+              f"{args.effnet_size}_{args.dino_layers}_{args.dino_size}_{args.grid}.pt")
 cache, sizes = {}, {}
 t = time.time()
 samples = [ds[i] for i in range(len(ds))]
@@ -84,7 +84,6 @@ def score(weights, radius=2, temp=0.02, center=False):
     return acc.pck()
 
 
-import sys
 if os.environ.get("SWEEP"):
     exec(open(os.environ["SWEEP"]).read())
     sys.exit(0)

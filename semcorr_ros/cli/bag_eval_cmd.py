@@ -176,8 +176,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from semcorr_ros.bageval.bag import read_color_images, scan_bag
     from semcorr_ros.bageval.metrics import evaluate
-    from semcorr_ros.bageval.plots import (pick_contact_frames, plot_contact_sheet, plot_latency_hist,
-                                           plot_pck_curve)
+    from semcorr_ros.bageval.plots import pick_contact_frames, plot_contact_sheet, plot_latency_hist, plot_pck_curve
 
     t_start = time.monotonic()
     progress = not args.no_progress

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None,
                         help="PCK-vs-alpha PNG (default: next to --json, else pck_curve.png)")
     parser.add_argument("--batch-size", type=int, default=8,
-                        help="images encoded per forward pass, looking ahead over the next pairs (default: %(default)s)")
+                        help="images encoded per forward pass, looking ahead over the next pairs "
+                             "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_engine_arguments(parser)
     add_json_argument(parser)
@@ -46,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from semcorr_ros.data import build_dataset
     from semcorr_ros.engine import CorrespondenceEngine
-    from semcorr_ros.eval.pck_plots import plot_pck_curve
     from semcorr_ros.eval.benchmark import evaluate
+    from semcorr_ros.eval.pck_plots import plot_pck_curve
 
     kwargs = {}
     if args.categories:

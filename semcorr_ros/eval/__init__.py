@@ -4,9 +4,18 @@
 :mod:`semcorr_ros.eval.pck_plots` (matplotlib, imported on use) draws PCK curves and matches.
 """
 
-from semcorr_ros.eval.pck import (DEFAULT_ALPHAS, THRESHOLD_MODES, PCKAccumulator, PairRecord, alpha_key, correct,
-                                  distances, normalisers, pck_thresholds)
 from semcorr_ros.eval.benchmark import EvalReport, SkippedPair, evaluate
+from semcorr_ros.eval.pck import (
+                                  DEFAULT_ALPHAS,
+                                  THRESHOLD_MODES,
+                                  PairRecord,
+                                  PCKAccumulator,
+                                  alpha_key,
+                                  correct,
+                                  distances,
+                                  normalisers,
+                                  pck_thresholds,
+)
 
 __all__ = ["DEFAULT_ALPHAS", "THRESHOLD_MODES", "EvalReport", "PCKAccumulator", "PairRecord", "SkippedPair",
            "alpha_key", "correct", "distances", "evaluate", "normalisers", "pck_thresholds"]

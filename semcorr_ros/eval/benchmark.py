@@ -19,8 +19,15 @@ from tqdm import tqdm
 
 from semcorr_ros.data.base import PairSample, keypoint_bbox
 from semcorr_ros.errors import ConfigError, InputError, SemcorrError
-from semcorr_ros.eval.pck import (DEFAULT_ALPHAS, REL_TOL, PCKAccumulator, alpha_key, check_alphas, check_mode,
-                                  normalisers)
+from semcorr_ros.eval.pck import (
+    DEFAULT_ALPHAS,
+    REL_TOL,
+    PCKAccumulator,
+    alpha_key,
+    check_alphas,
+    check_mode,
+    normalisers,
+)
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from semcorr_ros.eval.figures import save_figure
 from semcorr_ros.eval.pck import PCKAccumulator, check_alphas
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
     from semcorr_ros.eval.benchmark import EvalReport
 

@@ -12,8 +12,7 @@ See docs/synth.md.
 """
 
 from semcorr_ros.lab.synth.categories import CATEGORIES, Category, Model, get_category
-from semcorr_ros.lab.synth.scene import (START_NS, Frame, Scene, SceneReference, SceneSpec, intrinsics,
-                                     render_scene)
+from semcorr_ros.lab.synth.scene import START_NS, Frame, Scene, SceneReference, SceneSpec, intrinsics, render_scene
 
 __all__ = ["CATEGORIES", "Category", "Model", "get_category", "START_NS", "Frame", "Scene", "SceneReference",
            "SceneSpec", "intrinsics", "render_scene"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from semcorr_ros.errors import ConfigError
-from semcorr_ros.lab.synth.mesh import (Mesh, lathe, lathe_point, merge, sphere, superellipse_arc, tube, tube_point)
+from semcorr_ros.lab.synth.mesh import Mesh, lathe, lathe_point, merge, sphere, superellipse_arc, tube, tube_point
 
 SEGMENTS = 64  # lathe resolution around the axis (divisible by 4: keypoints at 0, 90, 180, 270 degrees)
 _J = {"front": 0, "left": SEGMENTS // 4, "back": SEGMENTS // 2, "right": 3 * SEGMENTS // 4}

@@ -168,7 +168,8 @@ def load_split(dataset, path: str | Path) -> PairSplit:
 
 
 class PairSubset:
-    """The pairs ``indices`` of a dataset, as a sequence of samples (for :func:`semcorr_ros.eval.benchmark.evaluate`)."""
+    """The pairs ``indices`` of a dataset, as a sequence of samples (for
+    :func:`semcorr_ros.eval.benchmark.evaluate`)."""
 
     def __init__(self, base, indices: Sequence[int]) -> None:
         self.base, self.indices = base, list(indices)
