@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from semcorr_ros.engine.kbc import box_fraction, crop, from_crop, kbc_boxes, kbc_match, keypoint_box, to_crop
+from semcorr_ros.engine.kbc import (box_fraction, crop, from_crop, kbc_boxes, kbc_match, kbc_refine, keypoint_box,
+                                    object_boxes, to_crop)
 
 
 def test_keypoint_box_square_margin_and_shift_inside():
@@ -62,3 +63,28 @@ def test_kbc_match_wraps_any_matcher_and_maps_back():
     # Large object: no crop, the first pass is returned unchanged.
     xy2, _, cropped2 = kbc_match(_dot_matcher, src_img, src_xy, tgt_img, margin=0.25, max_fraction=0.0)
     assert not cropped2 and np.array_equal(xy2, coarse)
+
+
+def test_object_boxes_crop_around_a_small_given_box_only():
+    src = np.array([[300, 200], [330, 230]], float)
+    src_box, box = object_boxes(src, (640, 480), (100, 100, 140, 120), (640, 480), margin=0.25, max_fraction=0.1)
+    assert src_box == keypoint_box(src, (640, 480), 0.25)
+    assert box == keypoint_box(np.array([[100, 100], [140, 120]]), (640, 480), 0.25)
+    assert object_boxes(src, (640, 480), (0, 0, 600, 450), (640, 480), 0.25, max_fraction=0.1) is None
+
+
+def test_kbc_refine_maps_the_crop_pass_back_and_passes_its_payload():
+    src = np.array([[300, 200], [330, 230]], float)
+    seen = []
+
+    def match_crops(src_box, tgt_box):
+        seen.append((src_box, tgt_box))
+        return to_crop(src + 7.0, tgt_box), "payload"
+
+    xy, payload = kbc_refine(match_crops, src, (640, 480), src, np.ones(2), (640, 480), 0.25, max_fraction=0.1)
+    assert payload == "payload" and np.allclose(xy, src + 7.0)
+    assert seen[0] == kbc_boxes(src, (640, 480), src, np.ones(2), (640, 480), 0.25, max_fraction=0.1)
+    assert kbc_refine(match_crops, src, (640, 480), src, np.ones(2), (640, 480), 0.25, max_fraction=0.0) is None
+    _, _ = kbc_refine(match_crops, src, (640, 480), src, np.ones(2), (640, 480), 0.25, max_fraction=0.1,
+                      object_box=(100, 100, 140, 120))
+    assert seen[-1][1] == keypoint_box(np.array([[100, 100], [140, 120]]), (640, 480), 0.25)

@@ -15,9 +15,9 @@ Math (all coordinates normalised, ``u = (x + 0.5) / W``; cell ``(i, j)`` of a ``
    the cosine similarity is ``S = A^T B`` (``|R| x |T|``).
 2. Dense mutual nearest neighbours: ``(r, t)`` with ``t = argmax_t' S[r, t']`` and ``r = argmax_r' S[r', t]``;
    each pair has weight ``w = max(S[r, t], 0)``. Fewer than ``min_matches`` pairs: switched off.
-3. RANSAC affine: ``M`` hypotheses, each the exact affine ``q = L p + c`` through 3 sampled pairs (``[p 1] X = q``,
-   solved batched; near-collinear samples dropped). Score of a hypothesis = ``sum_i w_i [||q_i - L p_i - c|| <
-   tau]``. The best is refitted twice by weighted least squares on its inliers.
+3. RANSAC affine (:mod:`.ransac`): ``M`` hypotheses, each the exact affine ``q = L p + c`` through 3 sampled pairs
+   (``[p 1] X = q``, solved batched; near-collinear samples dropped). Score of a hypothesis = ``sum_i w_i [||q_i -
+   L p_i - c|| < tau]``. The best is refitted twice by weighted least squares on its inliers.
 4. Sanity: at least ``min_inliers`` inliers and ``min_inlier_ratio`` of the pairs, the inlier source points
    not collinear, the singular values of ``L`` in ``[min_scale, max_scale]``, everything finite. Otherwise
    the prior is off for this frame (no NaN, no exception) and ``reason`` says why.

@@ -230,11 +230,15 @@ class CorrespondenceEngine:
         if ref is None:
             raise NoReferenceError("no reference set: call set_reference(image, keypoints) first")
         frame = stages.Frame.start(image, depth, intrinsics, distortion, object_box, cache_key, self.config)
-        ctx = stages.Context(self.config, ref, self.device, self.encode, ViewMatcher(self.config, self.kbcnet),
-                             lambda: self._reference_crop(ref))  # self.config: options may change at run time
+        ctx = self._context(ref)
         for stage in stages.PIPELINE:
             stage(ctx, frame)
         return frame.result(ref)
+
+    def _context(self, ref: Reference) -> stages.Context:
+        """What the stages share for one frame (built per frame: ``self.config`` may change at run time)."""
+        return stages.Context(self.config, ref, self.device, self.encode, ViewMatcher(self.config, self.kbcnet),
+                              lambda: self._reference_crop(ref))
 
     def match_pair(self, src_image: np.ndarray, src_keypoints: np.ndarray, tgt_image: np.ndarray,
                    src_key: Hashable | None = None, tgt_key: Hashable | None = None,

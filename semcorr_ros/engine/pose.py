@@ -1,4 +1,4 @@
-"""Rigid / similarity pose from 3D-3D keypoint pairs: Umeyama least squares inside RANSAC.
+"""Rigid / similarity pose from 3D-3D keypoint pairs: Umeyama least squares inside RANSAC (:mod:`.ransac`).
 
 Frames: ``src`` points are in the reference camera frame, ``dst`` in the live camera frame (optical frames,
 metres); the estimate maps ``dst ~ s * R @ src + t``. Pure numpy.

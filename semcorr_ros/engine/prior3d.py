@@ -16,11 +16,11 @@ Math (pixels ``(x, y)``, camera optical frames, metres; cell ``(i, j)`` of a ``g
    (:func:`semcorr_ros.engine.geometry.lift`): ``P_i = z K_r^-1 [p_i 1]``, ``Q_i = z' K_l^-1 [q_i 1]``. Pairs
    without depth on either side are dropped, and so are reference cells outside the reference keypoints' depth
    range (plus a margin): background seen around the object; fewer than ``min_inliers`` left: off.
-3. RANSAC similarity ``Q ~ s R P + t``: hypotheses are Umeyama fits (:func:`semcorr_ros.engine.pose._batch_fit`)
-   of random minimal 3-point samples, samples collinear in either set skipped; score
-   ``sum_i w_i [||Q_i - s R P_i - t|| < tau]`` (``tau`` in metres, from the caller; the engine converts the 2D
-   prior's threshold at the object's depth). The best is refitted twice by weighted Umeyama with scale on its
-   inliers (:func:`semcorr_ros.engine.pose.umeyama`).
+3. RANSAC similarity ``Q ~ s R P + t`` (:mod:`.ransac`): hypotheses are Umeyama fits
+   (:func:`semcorr_ros.engine.pose._batch_fit`) of random minimal 3-point samples, samples collinear in either set
+   skipped; score ``sum_i w_i [||Q_i - s R P_i - t|| < tau]`` (``tau`` in metres, from the caller; the engine
+   converts the 2D prior's threshold at the object's depth). The best is refitted twice by weighted Umeyama with
+   scale on its inliers (:func:`semcorr_ros.engine.pose.umeyama`).
 4. Sanity: at least ``min_inliers`` inliers and ``min_inlier_ratio`` of the pairs, inliers not collinear (a
    plane is fine: it fixes a similarity), ``s`` in ``[min_scale, max_scale]``, everything finite. Otherwise off,
    with a reason.
