@@ -39,9 +39,9 @@ def test_calibrated_score_is_the_logistic_model():
 def test_config_validation():
     assert EngineConfig(score_calibration=None).score_calibration is None
     assert EngineConfig(score_calibration=[1, 2, 3, 4, 5]).score_calibration == (1.0, 2.0, 3.0, 4.0, 5.0)
-    with pytest.raises(ConfigError, match="5 finite"):
+    with pytest.raises(ConfigError, match="score_calibration needs 5 entries"):
         EngineConfig(score_calibration=(1.0, 2.0))
-    with pytest.raises(ConfigError, match="5 finite"):
+    with pytest.raises(ConfigError, match="score_calibration entries must be finite"):
         EngineConfig(score_calibration=(1.0, 2.0, 3.0, 4.0, float("nan")))
 
 
