@@ -21,8 +21,8 @@ DEFAULT_SOURCES: tuple[str, ...] = ("effnet-lite2", "dinov2-s-imgfocus")
 #: fusion weights file applies (the default model loads the shipped, learned models/fusion_default.safetensors).
 DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {"effnet-lite2": 0.7, "dinov2-s-imgfocus": 0.3}
 
-#: Calibrated-confidence coefficients (bias, peak, cycle, prior, no_prior) fitted on pf-willow-dev with the default
-#: engine of the time (hand-set fusion): `python tools/dev/calibrate_scores.py ../shared/data/pf-willow-dev` (ECE
+#: Calibrated-confidence coefficients (bias, peak, cycle, prior, no_prior) fitted on the PF-WILLOW development split
+#: with the hand-set fusion (source_weights): `python lab/dev/calibrate_scores.py <pf-willow-dev root>` (ECE
 #: 0.409 -> 0.024 in-sample; 0.025 with the shipped learned fusion).
 DEFAULT_SCORE_CALIBRATION: tuple[float, ...] = (-1.1842, 4.7543, -0.0099, -0.1443, -1.2658)
 
@@ -96,7 +96,7 @@ class EngineConfig:
     score_threshold: float = _matching(
         0.2, "Matches scoring below are published with valid = false (the score is a calibrated probability of "
         "a correct match).", range=(0.0, 1.0))
-    # Fitted by tools/dev/calibrate_scores.py; a kbcnet head carrying its own calibration replaces the default.
+    # Fitted by lab/dev/calibrate_scores.py; a kbcnet head carrying its own calibration replaces the default.
     score_calibration: tuple[float, ...] | None = _matching(
         DEFAULT_SCORE_CALIBRATION, "Coefficients of the calibrated confidence (bias, peak, cycle, prior, "
         "no_prior); not set: the engine's fitted defaults, or with matcher kbcnet the head's own calibration "
