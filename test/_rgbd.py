@@ -20,7 +20,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from semcorr_ros.reference import ReferenceSpec, load_reference
-from semcorr_ros.ros.convert import K_to_camera_info, depth_to_image, rgb_to_image, sec_to_stamp
+from semcorr_ros.ros.camera import K_to_camera_info
+from semcorr_ros.ros.convert import depth_to_image, rgb_to_image, sec_to_stamp
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_YAML = REPO / "config" / "example_reference.yaml"

@@ -11,7 +11,7 @@ from sensor_msgs.msg import CameraInfo
 from semcorr_ros.engine.geometry import (Distortion, backproject, distort_points, lift, undistort_points,
                                          validate_depth)
 from semcorr_ros.errors import InputError
-from semcorr_ros.ros.convert import camera_info_to_camera
+from semcorr_ros.ros.camera import camera_info_to_camera
 
 # Coefficients of the order real calibrations give (CameraInfo.d order).
 CAMERAS = {

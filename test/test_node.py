@@ -156,7 +156,7 @@ def test_pose_is_the_known_translation(h: Harness, answered: tuple[KnownScene, A
 def test_cloud_and_markers(h: Harness, answered: tuple[KnownScene, Any]) -> None:
     from visualization_msgs.msg import Marker
 
-    from semcorr_ros.ros.convert import cloud_to_points
+    from semcorr_ros.ros.clouds import cloud_to_points
 
     _, msg = answered
     cloud = h.cloud.wait_for(lambda m: stamp_of(m) == stamp_of(msg), 5.0)

@@ -285,7 +285,7 @@ def test_inference_thread_failure_outside_a_frame_is_fatal(make_node: Callable[.
     def broken(timeout: float | None = None) -> Any:
         raise MemoryError("synchroniser broke")
 
-    h.node._sync.wait_for_set = broken
+    h.node._inputs.sync.wait_for_set = broken
     assert wait_until(lambda: h.node.fatal_error is not None, 5.0)
     assert isinstance(h.node.fatal_error, MemoryError) and h.node.state() == "error"
     assert wait_until(lambda: not h.node.worker_alive, 5.0)

@@ -194,7 +194,7 @@ def test_correspondence_array() -> None:
 def test_cloud_pose_markers() -> None:
     from visualization_msgs.msg import Marker
 
-    from semcorr_ros.ros.convert import cloud_to_points
+    from semcorr_ros.ros.clouds import cloud_to_points
     from semcorr_ros.ros.messages import cloud_of_valid_points, markers, pose_stamped
 
     pts, scores = cloud_to_points(cloud_of_valid_points(_result(), _header()))

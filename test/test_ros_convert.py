@@ -15,16 +15,14 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from semcorr_ros.errors import ConfigError, InputError
+from semcorr_ros.ros.camera import K_to_camera_info, camera_info_to_K
+from semcorr_ros.ros.clouds import cloud_to_points, points_to_cloud
 from semcorr_ros.ros.convert import (
     COLOR_ENCODINGS,
     DEPTH_ENCODINGS,
-    K_to_camera_info,
-    camera_info_to_K,
-    cloud_to_points,
     depth_to_image,
     depth_to_metres,
     image_to_rgb,
-    points_to_cloud,
     rgb_to_image,
     sec_to_stamp,
     stamp_to_sec,

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from semcorr_ros.msg import CorrespondenceArray
     from semcorr_ros.reference import load_reference
-    from semcorr_ros.ros.convert import K_to_camera_info, depth_to_image, rgb_to_image, sec_to_stamp
+    from semcorr_ros.ros.camera import K_to_camera_info
+    from semcorr_ros.ros.convert import depth_to_image, rgb_to_image, sec_to_stamp
 
     spec = load_reference(REPO / "config" / "example_reference.yaml")
     K = spec.intrinsics

@@ -219,7 +219,7 @@ class CorrespondenceEngine:
             object_box: optional ``(x0, y0, x1, y1)`` pixels of the object in the live frame (a detector, a
                 tracker, a benchmark's box): KBC frames its crop around it instead of the first-pass matches.
             distortion: optional lens distortion of the live image (``image`` and ``depth`` unrectified, e.g.
-                :func:`semcorr_ros.ros.convert.camera_info_to_camera`); used only to lift the matched pixels to
+                :func:`semcorr_ros.ros.camera.camera_info_to_camera`); used only to lift the matched pixels to
                 3D (matching runs on the image as it is; the reference is taken as undistorted). None or
                 all-zero coefficients: the pinhole lift, unchanged.
 

@@ -23,17 +23,14 @@ from __future__ import annotations
 import array
 import math
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from semcorr_ros.errors import ConfigError, InputError
-
-if TYPE_CHECKING:  # importing semcorr_ros.engine loads torch: camera_info_to_camera imports it when called
-    from semcorr_ros.engine.geometry import Distortion
 
 __all__ = [
     "COLOR_ENCODINGS",
@@ -42,13 +39,8 @@ __all__ = [
     "depth_to_metres",
     "rgb_to_image",
     "depth_to_image",
-    "camera_info_to_K",
-    "K_to_camera_info",
-    "points_to_cloud",
-    "cloud_to_points",
     "stamp_to_sec",
     "sec_to_stamp",
-    "camera_info_to_camera",
 ]
 
 #: Supported colour encodings: name -> (channels in the message, message channel for output R, G, B).
@@ -70,19 +62,6 @@ DEPTH_ENCODINGS: dict[str, np.dtype] = {
 
 _MACHINE_BIG_ENDIAN: bool = sys.byteorder == "big"
 
-# PointField datatype constant -> numpy element type.
-_POINTFIELD_DTYPES: dict[int, np.dtype] = {
-    PointField.INT8: np.dtype(np.int8),
-    PointField.UINT8: np.dtype(np.uint8),
-    PointField.INT16: np.dtype(np.int16),
-    PointField.UINT16: np.dtype(np.uint16),
-    PointField.INT32: np.dtype(np.int32),
-    PointField.UINT32: np.dtype(np.uint32),
-    PointField.FLOAT32: np.dtype(np.float32),
-    PointField.FLOAT64: np.dtype(np.float64),
-}
-
-_CLOUD_FIELDS = ("x", "y", "z", "score")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -330,203 +309,6 @@ def depth_to_image(
     return msg
 
 
-# ----------------------------------------------------------------------------------------------- intrinsics
-
-
-def _check_K(K: np.ndarray, what: str) -> None:
-    if not np.all(np.isfinite(K)):
-        raise InputError(f"{what} has non-finite entries: {K.ravel().tolist()}")
-    if not np.any(K):
-        raise InputError(f"{what} is all zero (camera not calibrated?)")
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise InputError(f"{what} needs fx > 0 and fy > 0, got fx={K[0, 0]}, fy={K[1, 1]}")
-
-
-def camera_info_to_K(msg: CameraInfo) -> np.ndarray:
-    """Return the intrinsic matrix ``K`` (``float64 [3, 3]``, pixels) of a ``sensor_msgs/CameraInfo``.
-
-    ``K`` applies to the (distorted) raw image; RealSense colour streams and aligned depth have zero distortion.
-
-    Raises:
-        InputError: ``k`` does not have 9 entries, is all zero (uncalibrated), has non-finite entries, or
-            ``fx <= 0`` / ``fy <= 0``.
-    """
-    k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
-    if k.size != 9:
-        raise InputError(f"CameraInfo.k must have 9 entries, got {k.size}")
-    K = k.reshape(3, 3).copy()
-    _check_K(K, "CameraInfo.k")
-    return K
-
-
-def K_to_camera_info(
-    K: np.ndarray,
-    width: int,
-    height: int,
-    header: Header | None = None,
-    frame_id: str | None = None,
-) -> CameraInfo:
-    """Build a ``sensor_msgs/CameraInfo`` for an undistorted pinhole camera (inverse of :func:`camera_info_to_K`).
-
-    Args:
-        K: ``[3, 3]`` intrinsics in pixels (fx, fy > 0).
-        width, height: image size in pixels (> 0).
-        header: copied into the message (the caller's header is not aliased); empty when None.
-        frame_id: when given, overrides ``header.frame_id`` (e.g. ``camera_color_optical_frame``).
-
-    Returns:
-        CameraInfo with ``distortion_model = 'plumb_bob'``, ``d`` = five zeros, ``r`` = identity,
-        ``p = [K | 0]``, no binning and a zero ROI.
-
-    Raises:
-        InputError: bad ``K`` shape/values or non-positive size.
-    """
-    Km = np.asarray(K, dtype=np.float64)
-    if Km.shape != (3, 3):
-        raise InputError(f"K must be [3, 3], got shape {list(Km.shape)}")
-    _check_K(Km, "K")
-    if int(width) <= 0 or int(height) <= 0:
-        raise InputError(f"camera image size must be positive, got width={width}, height={height}")
-    src = _header_or_default(header)
-    out_header = Header(
-        stamp=Time(sec=int(src.stamp.sec), nanosec=int(src.stamp.nanosec)),
-        frame_id=src.frame_id if frame_id is None else str(frame_id),
-    )
-    P = np.zeros((3, 4), dtype=np.float64)
-    P[:, :3] = Km
-    msg = CameraInfo(
-        header=out_header,
-        height=int(height),
-        width=int(width),
-        distortion_model="plumb_bob",
-        d=[0.0] * 5,
-    )
-    msg.k = Km.reshape(9).copy()
-    msg.r = np.eye(3, dtype=np.float64).reshape(9)
-    msg.p = P.reshape(12)
-    return msg
-
-
-# ----------------------------------------------------------------------------------------------- clouds
-
-
-def points_to_cloud(
-    points: np.ndarray, scores: np.ndarray | None = None, header: Header | None = None
-) -> PointCloud2:
-    """Build an unorganised ``sensor_msgs/PointCloud2`` with FLOAT32 fields ``x, y, z, score``.
-
-    Args:
-        points: ``[N, 3]`` metres in ``header.frame_id`` (``N`` may be 0).
-        scores: ``[N]`` per-point score (e.g. match confidence); None writes NaN ("unknown").
-        header: the message header (used as is); an empty one when None.
-
-    Returns:
-        ``height = 1``, ``width = N``, ``point_step = 16``, ``row_step = 16 N``, this machine's byte order,
-        ``is_dense`` true when all coordinates are finite (the case for valid 3D points).
-
-    Raises:
-        InputError: wrong shapes.
-    """
-    P = np.asarray(points)
-    if P.size == 0:
-        P = P.reshape(0, 3)
-    if P.ndim != 2 or P.shape[1] != 3 or P.dtype.kind not in "fiu":
-        raise InputError(f"points must be a real-valued [N, 3] array, got shape {list(P.shape)} dtype {P.dtype}")
-    n = int(P.shape[0])
-    buf = np.empty((n, 4), dtype=np.float32)
-    buf[:, :3] = P
-    if scores is None:
-        buf[:, 3] = np.nan
-    else:
-        S = np.asarray(scores)
-        if S.shape != (n,):
-            raise InputError(f"scores must have shape [{n}] to match points, got {list(S.shape)}")
-        buf[:, 3] = S
-    fields = [
-        PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-        for i, name in enumerate(_CLOUD_FIELDS)
-    ]
-    msg = PointCloud2(
-        header=_header_or_default(header),
-        height=1,
-        width=n,
-        fields=fields,
-        is_bigendian=_MACHINE_BIG_ENDIAN,
-        point_step=16,
-        row_step=16 * n,
-        is_dense=bool(np.isfinite(buf[:, :3]).all()),
-    )
-    msg.data = _to_byte_array(buf)
-    return msg
-
-
-def _cloud_field(msg: PointCloud2, field: PointField, buf: np.ndarray) -> np.ndarray:
-    base = _POINTFIELD_DTYPES[field.datatype]
-    dtype = base.newbyteorder(_byte_order(msg.is_bigendian))
-    arr = np.ndarray(
-        (int(msg.height), int(msg.width)),
-        dtype=dtype,
-        buffer=buf,
-        offset=int(field.offset),
-        strides=(int(msg.row_step), int(msg.point_step)),
-    )
-    return arr.reshape(-1)
-
-
-def cloud_to_points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read ``x, y, z`` (and ``score`` when present) from any ``sensor_msgs/PointCloud2``.
-
-    Honours ``point_step``, ``row_step``, field offsets/datatypes and ``is_bigendian``; organised clouds are
-    flattened row-major.
-
-    Returns:
-        ``(points [N, 3], scores [N] or None)``; ``float64`` when any of the fields read is FLOAT64, else
-        ``float32``; native byte order; new arrays.
-
-    Raises:
-        InputError: a missing ``x``/``y``/``z`` field (lists the fields present), an unknown datatype, a field
-            that does not fit in ``point_step``, ``row_step < width * point_step`` or
-            ``len(data) != row_step * height``.
-    """
-    by_name = {f.name: f for f in msg.fields}
-    missing = [n for n in ("x", "y", "z") if n not in by_name]
-    if missing:
-        raise InputError(f"PointCloud2 lacks field(s) {missing}; fields present: {list(by_name)}")
-    wanted = [by_name[n] for n in _CLOUD_FIELDS if n in by_name]
-    height, width = int(msg.height), int(msg.width)
-    point_step, row_step = int(msg.point_step), int(msg.row_step)
-    for f in wanted:
-        if f.datatype not in _POINTFIELD_DTYPES:
-            raise InputError(
-                f"PointCloud2 field {f.name!r} has unknown datatype {f.datatype}; valid: {sorted(_POINTFIELD_DTYPES)}"
-            )
-        end = int(f.offset) + _POINTFIELD_DTYPES[f.datatype].itemsize
-        if end > point_step:
-            raise InputError(
-                f"PointCloud2 field {f.name!r} (offset {f.offset}) ends at byte {end} > point_step {point_step}"
-            )
-    if row_step < width * point_step:
-        raise InputError(f"PointCloud2 row_step {row_step} < width*point_step = {width}*{point_step}")
-    buf = _u8(msg.data)
-    if buf.size != row_step * height:
-        raise InputError(
-            f"PointCloud2 data size mismatch: expected row_step*height = {row_step}*{height} = "
-            f"{row_step * height} bytes, got {buf.size}"
-        )
-    out_dtype = np.float64 if any(f.datatype == PointField.FLOAT64 for f in wanted) else np.float32
-    n = height * width
-    points = np.empty((n, 3), dtype=out_dtype)
-    if n:
-        for c, name in enumerate(("x", "y", "z")):
-            points[:, c] = _cloud_field(msg, by_name[name], buf)
-    scores: np.ndarray | None = None
-    if "score" in by_name:
-        scores = np.empty(n, dtype=out_dtype)
-        if n:
-            scores[:] = _cloud_field(msg, by_name["score"], buf)
-    return points, scores
-
-
 # ----------------------------------------------------------------------------------------------- time
 
 
@@ -554,61 +336,3 @@ def sec_to_stamp(t: float) -> Time:
     if not _INT32_MIN <= sec <= _INT32_MAX:
         raise InputError(f"time stamp {t!r} s is outside the int32 seconds range of builtin_interfaces/Time")
     return Time(sec=int(sec), nanosec=nanosec)
-
-
-# ----------------------------------------------------------------------------------------------- camera model
-
-
-def camera_info_to_camera(msg: CameraInfo, rectified: bool = False) -> tuple[np.ndarray, Distortion | None]:
-    """The camera model of a ``sensor_msgs/CameraInfo`` for lifting pixels of its images to 3D.
-
-    Args:
-        msg: the camera's CameraInfo.
-        rectified: False (default) for the raw images (``image_raw``, RealSense's colour and aligned depth):
-            ``K`` from ``msg.k`` and the lens distortion from ``distortion_model`` + ``d``. True for images that
-            image_proc has rectified (``image_rect``, ``image_rect_color``): intrinsics from the left 3x3 of
-            the projection matrix ``msg.p`` and no distortion. The translation column of ``P`` (a stereo
-            baseline) and the rectification rotation ``R`` are not applied: 3D points come out in the
-            rectified camera's own optical frame (the raw frame when ``R`` is the identity, as for monocular
-            cameras).
-
-    Returns:
-        ``(K, distortion)``: ``float64 [3, 3]`` intrinsics in pixels and a
-        :class:`~semcorr_ros.engine.geometry.Distortion`, or None when there is none to apply (rectified, an
-        empty ``d``, or all coefficients zero -- whatever the model says). Models: ``plumb_bob`` (5
-        coefficients), ``rational_polynomial`` (8), ``equidistant`` (4); a longer ``d`` is accepted when its
-        extra entries are all zero (e.g. OpenCV's 14-entry vector without thin-prism and tilt terms).
-        ``binning_x/y`` and ``roi`` are not applied (``K`` is for the full-resolution sensor image).
-
-    Raises:
-        InputError: ``k`` (or ``p``) of the wrong size, all zero (uncalibrated), non-finite, ``fx/fy <= 0`` or
-            (rectified) a bottom row other than ``[0, 0, 1]``; non-finite ``d``; non-zero coefficients with an
-            unknown or empty model (lists the supported ones); too few coefficients, or non-zero extra ones.
-    """
-    from semcorr_ros.engine.geometry import DISTORTION_MODELS, Distortion
-
-    if rectified:
-        p = np.asarray(msg.p, dtype=np.float64).reshape(-1)
-        if p.size != 12:
-            raise InputError(f"CameraInfo.p must have 12 entries, got {p.size}")
-        K = p.reshape(3, 4)[:, :3].copy()
-        _check_K(K, "CameraInfo.p")
-        if not np.array_equal(K[2], [0.0, 0.0, 1.0]):
-            raise InputError(f"CameraInfo.p: the left 3x3 must end in the row [0, 0, 1], got {K[2].tolist()}")
-        return K, None
-    K = camera_info_to_K(msg)
-    d = np.asarray(msg.d, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(d)):
-        raise InputError(f"CameraInfo.d has non-finite entries: {d.tolist()}")
-    if not np.any(d):
-        return K, None
-    model = msg.distortion_model
-    names = DISTORTION_MODELS.get(model)
-    if names is None:
-        raise InputError(f"CameraInfo.distortion_model {model!r} is not supported (d = {d.tolist()}); "
-                         f"supported: {', '.join(DISTORTION_MODELS)}")
-    n = len(names)
-    if d.size < n or np.any(d[n:]):
-        raise InputError(f"CameraInfo.d for {model} must hold {n} coefficients ({', '.join(names)}; further "
-                         f"entries only if zero), got {d.size}: {d.tolist()}")
-    return K, Distortion(model, tuple(d[:n].tolist()))

@@ -18,7 +18,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from semcorr_ros.msg import Correspondence, CorrespondenceArray
-from semcorr_ros.ros.convert import points_to_cloud
+from semcorr_ros.ros.clouds import points_to_cloud
 
 if TYPE_CHECKING:  # the engine package imports torch: not needed to build messages
     from semcorr_ros.engine.types import MatchResult, PoseResult

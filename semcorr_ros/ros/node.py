@@ -28,7 +28,6 @@ In-process use::
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 import traceback
@@ -38,30 +37,22 @@ from typing import Any
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.errors import BadReferenceError, SemcorrError
 from semcorr_ros.ros import params
-from semcorr_ros.ros.convert import stamp_to_sec
-from semcorr_ros.ros.diagnostics import (FrameStats, KindThrottle, SyncAccounting, diagnostic_array, loss_reasons,
+from semcorr_ros.ros.diagnostics import (FrameStats, KindThrottle, diagnostic_array, loss_reasons,
                                          status_level)
 from semcorr_ros.ros.engine_updates import EngineUpdates
 from semcorr_ros.ros.inputs import frame_from_messages
-from semcorr_ros.ros.outputs import OUTPUT_TOPICS, QOS_OVERRIDES, Outputs
-from semcorr_ros.ros.stamps import StampSource
-from semcorr_ros.ros.sync import COLOR, DEPTH, INFO, LatestSetSync
+from semcorr_ros.ros.node_inputs import COMPRESSED_INPUT_TOPICS, INPUT_TOPICS, RgbdInputs, describe
+from semcorr_ros.ros.outputs import OUTPUT_TOPICS, Outputs
+from semcorr_ros.ros.sync import COLOR, DEPTH, INFO
 
 __all__ = ["CorrespondNode", "main", "INPUT_TOPICS", "COMPRESSED_INPUT_TOPICS", "OUTPUT_TOPICS"]
 
-#: Input topic names (relative: resolved in the node's namespace; remap them to the camera's topics).
-INPUT_TOPICS = {COLOR: "color/image_raw", DEPTH: "aligned_depth_to_color/image_raw", INFO: "color/camera_info"}
-#: The inputs with ``color_transport: compressed`` / ``depth_transport: compressedDepth`` (image_transport names).
-COMPRESSED_INPUT_TOPICS = {COLOR: INPUT_TOPICS[COLOR] + "/compressed",
-                           DEPTH: INPUT_TOPICS[DEPTH] + "/compressedDepth"}
 _THROTTLE_S = 5.0
 _STOP_TIMEOUT_S = 3.0  # longest wait for the frame in flight at shutdown (its work is bounded by the caps)
 
@@ -70,20 +61,6 @@ def _default_engine_factory(config: EngineConfig) -> Any:
     from semcorr_ros.engine import CorrespondenceEngine
 
     return CorrespondenceEngine(config)
-
-
-def _arrival_time(info: Any) -> float:
-    """When a message was sent, seconds of the system clock: the middleware's source timestamp (the publisher's
-    write time: not delayed by a busy executor), else its reception time, else now."""
-    for key in ("source_timestamp", "received_timestamp"):
-        ns = info.get(key) if isinstance(info, dict) else None
-        if ns:
-            return ns * 1e-9
-    return time.time()
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, SemcorrError) else f"{type(exc).__name__}: {exc}"
 
 
 class CorrespondNode(Node):
@@ -122,21 +99,14 @@ class CorrespondNode(Node):
         self._validated_reference: Any = None
         self._stats = FrameStats()
         self._disabled_frames = 0
-        self._last_info: CameraInfo | None = None
-        self._newest_stamp: dict[str, float] = {}
-        self._late_seen = 0
         self._reject_throttle = KindThrottle(_THROTTLE_S)
-        self._sync_acc = SyncAccounting()
-        self._stamps = StampSource(str(self._values["stamp_source"]))
-        self._sync = self._make_sync()
         try:
             self._updates.request_reference(params.load_reference_from_params(self._values))
         except Exception as exc:  # noqa: BLE001 -- a bad reference never stops the node
-            self._updates.request_reference(None, _describe(exc))
-            self.get_logger().error(f"bad reference, none active: {_describe(exc)}")
+            self._updates.request_reference(None, describe(exc))
+            self.get_logger().error(f"bad reference, none active: {describe(exc)}")
 
-        self._subs = self._subscribe()
-        self._info_topic = self._subs[2].topic_name
+        self._inputs = RgbdInputs(self, self._values, self._reject)
         self._outputs = Outputs(self)
         self._enable_service = self.create_service(SetBool, "~/set_enabled", self._on_set_enabled)
         self._diag_timer = self.create_timer(float(self._values["diagnostics_period"]), self._publish_diagnostics)
@@ -145,22 +115,6 @@ class CorrespondNode(Node):
         self._worker = threading.Thread(target=self._run, name=f"{node_name}-inference", daemon=True)
         if start:
             self.start()
-
-    def _subscribe(self) -> list[Any]:
-        """Colour, depth and camera-info subscriptions (sensor-data QoS, overridable with qos_overrides.*)."""
-        color_compressed = self._values["color_transport"] == "compressed"
-        depth_compressed = self._values["depth_transport"] == "compressedDepth"
-
-        def sub(msg_type: Any, topic: str, callback: Callable[[Any], None]) -> Any:
-            # a copy each: rclpy writes the overrides into the profile it is given
-            return self.create_subscription(msg_type, topic, callback, copy.copy(qos_profile_sensor_data),
-                                            qos_overriding_options=QOS_OVERRIDES)
-
-        return [sub(CompressedImage if color_compressed else Image,
-                    (COMPRESSED_INPUT_TOPICS if color_compressed else INPUT_TOPICS)[COLOR], self._on_color),
-                sub(CompressedImage if depth_compressed else Image,
-                    (COMPRESSED_INPUT_TOPICS if depth_compressed else INPUT_TOPICS)[DEPTH], self._on_depth),
-                sub(CameraInfo, INPUT_TOPICS[INFO], self._on_info)]
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -201,7 +155,7 @@ class CorrespondNode(Node):
             True when the thread stopped (or never ran).
         """
         self._stop.set()
-        self._sync.close()
+        self._inputs.sync.close()
         if self._worker.is_alive():  # a model still loading cannot be interrupted: do not wait for it
             self._worker.join(timeout if self._ready.is_set() else min(timeout, 1.0))
             if self._worker.is_alive():
@@ -217,44 +171,10 @@ class CorrespondNode(Node):
         """Unrecoverable: remember why (the runner exits with code 1) and say so."""
         if self._fatal is None:
             self._fatal = exc
-        self.get_logger().fatal(f"{what}: {_describe(exc)}; the node stops (exit code 1, respawn restarts it)")
+        self.get_logger().fatal(f"{what}: {describe(exc)}; the node stops (exit code 1, respawn restarts it)")
         self.get_logger().debug(traceback.format_exc())
 
     # ------------------------------------------------------------------ inputs (executor thread)
-    def _make_sync(self) -> LatestSetSync:
-        sync = LatestSetSync(float(self._values["sync_slop"]), int(self._values["sync_buffer_size"]),
-                             info_latched=True, time_jump_reset=float(self._values["sync_time_jump_reset"]))
-        sync.add(INFO, 0.0, self._last_info)  # None until camera info arrives: such sets are rejected, counted
-        return sync
-
-    def _add(self, stream: str, msg: Any, info: Any = None) -> None:
-        try:
-            arrival = _arrival_time(info)
-            header_t = stamp_to_sec(msg.header.stamp)
-            self._newest_stamp[stream] = header_t
-            t, switched = self._stamps.stamp(stream, header_t, arrival)
-            if switched:
-                self._sync.reset()  # buffered frames carry header stamps: another time base
-                self.get_logger().warning(f"{self._stamps.reason}: pairing colour and depth by arrival time from "
-                                          f"now on (parameter stamp_source=auto; set header or arrival to choose)")
-            self._sync_acc.note(stream, t)
-            self._sync.add(stream, t, (msg, arrival))
-        except Exception as exc:  # noqa: BLE001 -- a subscription callback must never stop the executor
-            self._reject(f"{stream} frame not buffered: {_describe(exc)}", kind="stamp")
-
-    def _on_color(self, msg: Image | CompressedImage, info: Any = None) -> None:
-        self._add(COLOR, msg, info)
-
-    def _on_depth(self, msg: Image | CompressedImage, info: Any = None) -> None:
-        self._add(DEPTH, msg, info)
-
-    def _on_info(self, msg: CameraInfo) -> None:
-        try:
-            self._last_info = msg
-            self._sync.add(INFO, 0.0, msg)  # latched: the latest info is used whatever its stamp
-        except Exception as exc:  # noqa: BLE001
-            self._reject(f"camera info not buffered: {_describe(exc)}", kind="camera_info")
-
     def _on_set_enabled(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         """``~/set_enabled``: the same as setting the parameter ``enabled``."""
         try:
@@ -263,7 +183,7 @@ class CorrespondNode(Node):
             response.message = ("inference " + ("enabled" if request.data else "paused")) if result.successful \
                 else result.reason
         except Exception as exc:  # noqa: BLE001 -- a service callback must never stop the executor
-            response.success, response.message = False, _describe(exc)
+            response.success, response.message = False, describe(exc)
         return response
 
     # ------------------------------------------------------------------ parameters (executor thread)
@@ -276,7 +196,7 @@ class CorrespondNode(Node):
             if names & params.REFERENCE_PARAMETERS:
                 self._validated_reference = params.load_reference_from_params(merged)
         except Exception as exc:  # noqa: BLE001 -- any bad value is refused with its reason, never raised
-            reason = _describe(exc)
+            reason = describe(exc)
             self.get_logger().error(f"parameter change rejected: {reason}")
             return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -291,12 +211,9 @@ class CorrespondNode(Node):
             if names & params.REFERENCE_PARAMETERS:
                 self._updates.request_reference(self._validated_reference)
             if names & params.SYNC_PARAMETERS:
-                self._stamps = StampSource(str(self._values["stamp_source"]))
-                old, self._sync = self._sync, self._make_sync()
-                old.close()  # wakes the inference thread, which then waits on the new one
-                self._sync_acc.retire(old.stats())
+                self._inputs.rebuild()
         except Exception as exc:  # noqa: BLE001 -- validated already; never let the parameter service raise
-            self.get_logger().error(f"applying parameters failed: {_describe(exc)}")
+            self.get_logger().error(f"applying parameters failed: {describe(exc)}")
 
     # ------------------------------------------------------------------ inference thread
     def _run(self) -> None:
@@ -328,7 +245,7 @@ class CorrespondNode(Node):
         self._ready.set()
         while not self._stop.is_set() and self._fatal is None:
             self._updates.apply(engine)
-            got = self._sync.wait_for_set(timeout=0.1)
+            got = self._inputs.sync.wait_for_set(timeout=0.1)
             if got is None or self._stop.is_set():
                 continue
             if not self._enabled:
@@ -344,7 +261,7 @@ class CorrespondNode(Node):
         try:
             engine.match(spec.image, spec.depth, spec.intrinsics)
         except Exception as exc:  # noqa: BLE001 -- a failed warm-up costs only speed on the first frame
-            self.get_logger().warning(f"warm-up match failed ({_describe(exc)}); the first frame will be slower")
+            self.get_logger().warning(f"warm-up match failed ({describe(exc)}); the first frame will be slower")
 
     def _reject(self, reason: str, count: int = 1, kind: str = "other") -> None:
         """Count rejected frames under ``kind``; log the reason, at most once per ``_THROTTLE_S`` per kind."""
@@ -360,7 +277,8 @@ class CorrespondNode(Node):
             if engine.reference is None:
                 raise BadReferenceError(f"no active reference ({self._updates.error})", kind="no_reference")
             (color, arrival), (depth, _) = items[COLOR], items[DEPTH]
-            frame = frame_from_messages(color, depth, items[INFO], engine.config.depth_scale, self._info_topic,
+            frame = frame_from_messages(color, depth, items[INFO], engine.config.depth_scale,
+                                        self._inputs.info_topic,
                                         max_pixels=int(self._values["max_image_pixels"]),
                                         check_frame_ids=bool(self._values["require_matching_frame_ids"]),
                                         rectified=bool(self._values["rectified_input"]))
@@ -370,7 +288,7 @@ class CorrespondNode(Node):
             latency = self._outputs.publish(frame, result, engine.reference.reference_id, processing,
                                             float(self._values["marker_scale"]),
                                             bool(self._values["publish_debug_image"]),
-                                            arrival if self._stamps.use_arrival else None)
+                                            arrival if self._inputs.stamps.use_arrival else None)
             self._stats.record_published(latency, processing)
             self._failures = 0
         except SemcorrError as exc:
@@ -390,7 +308,7 @@ class CorrespondNode(Node):
     # ------------------------------------------------------------------ diagnostics (executor thread)
     def sync_stats(self) -> dict[str, int]:
         """Synchroniser counters summed over the node's lifetime (the synchroniser is rebuilt on changes)."""
-        return self._sync_acc.totals(self._sync.stats())
+        return self._inputs.stats()
 
     def state(self) -> str:
         """``error``, ``loading``, ``paused``, ``no_reference`` or ``ready``."""
@@ -410,17 +328,17 @@ class CorrespondNode(Node):
 
     def _log_sync_losses(self, sync: dict[str, int]) -> None:
         """Turn the synchroniser's unpaired and late colour frames into rejections / warnings with a reason."""
-        never = self._sync_acc.update(sync, float(self._values["sync_slop"]))
+        never, late = self._inputs.losses(sync)
+        newest = self._inputs.newest_stamp
         if never:
-            c, d = self._newest_stamp.get(COLOR), self._newest_stamp.get(DEPTH)
+            c, d = newest.get(COLOR), newest.get(DEPTH)
             seen = "no depth frame received" if d is None else f"newest colour stamp {c:.3f}, depth {d:.3f}"
             self._reject(f"{never} colour frame(s) found no depth frame within sync_slop="
                          f"{self._values['sync_slop']} s ({seen})", count=never, kind="unpaired")
-        late, self._late_seen = sync.get("late", 0) - self._late_seen, sync.get("late", 0)
         if late > 0 and self._reject_throttle.allow("late", late) is not None:
             self.get_logger().warning(
                 f"{late} colour frame(s) dropped: stamp not newer than the last processed frame (newest colour "
-                f"stamp {self._newest_stamp.get(COLOR, float('nan')):.3f}); frames out of order, or a camera "
+                f"stamp {newest.get(COLOR, float('nan')):.3f}); frames out of order, or a camera "
                 f"publishing zero/constant stamps with stamp_source={self._values['stamp_source']}")
 
     def _publish_diagnostics_once(self) -> None:
@@ -430,7 +348,7 @@ class CorrespondNode(Node):
         state = self.state()
         level, message = status_level(state, snap, float(self._values["diagnostics_period"]))
         device = str(getattr(self._engine, "device", self._config.device))
-        spec = self._updates.active
+        spec, stamps, shed = self._updates.active, self._inputs.stamps, self._inputs.accounting.shed
         values = {
             "node": self.get_fully_qualified_name(), "state": state, "enabled": self._enabled, "device": device,
             "model": "+".join(self._config.sources),
@@ -439,13 +357,13 @@ class CorrespondNode(Node):
             "rate_hz": snap.rate_hz, "latency_p50_ms": snap.latency_p50 * 1e3,
             "latency_p95_ms": snap.latency_p95 * 1e3, "latency_max_ms": snap.latency_max * 1e3,
             "processing_p50_ms": snap.processing_p50 * 1e3,
-            "stamp_source": self._stamps.active + (f" ({self._stamps.reason})" if self._stamps.reason else ""),
+            "stamp_source": stamps.active + (f" ({stamps.reason})" if stamps.reason else ""),
             "frames_received": sync.get("added_color", 0), "frames_processed": sync.get("consumed", 0),
-            "frames_published": snap.published, "frames_dropped": sync.get("dropped", 0) + self._sync_acc.shed,
+            "frames_published": snap.published, "frames_dropped": sync.get("dropped", 0) + shed,
             "frames_late": sync.get("late", 0), "frames_disabled": self._disabled_frames,
-            "frames_rejected": snap.rejected, "frames_unpaired": self._sync_acc.never_paired,
-            "last_rejection": snap.last_rejection, "fatal_error": _describe(self._fatal) if self._fatal else "",
-            **loss_reasons(sync, snap, self._sync_acc.shed, self._disabled_frames,
+            "frames_rejected": snap.rejected, "frames_unpaired": self._inputs.accounting.never_paired,
+            "last_rejection": snap.last_rejection, "fatal_error": describe(self._fatal) if self._fatal else "",
+            **loss_reasons(sync, snap, shed, self._disabled_frames,
                            float(self._values["sync_time_jump_reset"])),
         }
         header = Header(stamp=self.get_clock().now().to_msg())
