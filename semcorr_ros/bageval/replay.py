@@ -71,40 +71,10 @@ class ReplayResult:
 # ------------------------------------------------------------------------------------------------ the child
 
 def node_parameters(cfg: EngineConfig, reference_file: Path, torch_threads: int | None = None) -> dict[str, Any]:
-    """The node's parameters for an engine configuration (names from :mod:`semcorr_ros.ros.params`)."""
-    from semcorr_ros.ros.params import PARAMETERS
+    """The node's parameters for an engine configuration (from the option schema: :mod:`semcorr_ros.ros.params`)."""
+    from semcorr_ros.ros.params import parameter_values
 
-    values: dict[str, Any] = {}
-    for spec in PARAMETERS:
-        if spec.field is None or not hasattr(cfg, spec.field):
-            continue
-        v = getattr(cfg, spec.field)
-        if spec.name == "backbone":
-            v = [str(s) for s in v]
-        elif spec.name == "weights":
-            if not v:
-                continue
-            v = [f"{k}={p}" for k, p in v.items()]
-        elif spec.name == "fusion_weights":
-            v = "" if v is None else str(v)
-        elif spec.name in ("input_sizes", "source_weights"):
-            if not v or v == getattr(EngineConfig(), spec.field):
-                continue
-            v = [int(v.get(s, 0)) for s in cfg.sources] if spec.name == "input_sizes" else \
-                [float(v.get(s, 1.0)) for s in cfg.sources]
-        elif spec.name == "score_calibration":
-            if v is None:
-                continue
-            v = [float(x) for x in v]
-        elif isinstance(v, bool):
-            pass
-        elif isinstance(v, float):
-            v = float(v)
-        elif isinstance(v, int):
-            v = int(v)
-        elif isinstance(v, (tuple, list)):
-            v = list(v)
-        values[spec.name] = v
+    values = parameter_values(cfg)
     values.update({"reference_file": str(reference_file), "publish_debug_image": False,
                    "diagnostics_period": 0.25})
     if torch_threads:
