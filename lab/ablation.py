@@ -401,7 +401,7 @@ def markdown(result: dict) -> str:
             lines += [
                 "All 450 ordered pairs of pf-willow-dev (5 sub-classes x 10 images). The single-source and "
                 "uniform rows have no trained parameter, so they are held-out; the hand-set weights "
-                "(0.7/0.3, the default before the shipped file) were chosen on this very split, so their row is "
+                "(0.7/0.3, `--fusion-weights none`) were chosen on this very split, so their row is "
                 "in-sample and optimistic; the shipped default and the learned row were trained by `semcorr "
                 "train-fusion --dataset synth` on rendered scenes only (they never saw a PF-WILLOW image; the "
                 "shipped file's command is in docs/training.md, \"Shipped default\"), the learned row with:", "",
