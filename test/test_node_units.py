@@ -118,7 +118,7 @@ def test_reference_from_parameters(tmp_path) -> None:
 
 def test_frame_from_messages() -> None:
     from semcorr_ros.ros.convert import depth_to_image
-    from semcorr_ros.ros.inputs import frame_from_messages
+    from semcorr_ros.ros.frames import frame_from_messages
 
     scene = KnownScene(3, 1)
     c, d, i = scene.messages(12.5)

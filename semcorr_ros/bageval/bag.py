@@ -359,7 +359,7 @@ class BagFrame:
 
 def iter_frames(index: BagIndex, depth_scale: float = 0.001, slop_s: float = 0.02) -> Iterator[BagFrame]:
     """Every colour frame with the depth frame nearest in stamp (within ``slop_s``) and the latest camera info,
-    converted by the node's own code (:func:`semcorr_ros.ros.inputs.frame_from_messages`).
+    converted by the node's own code (:func:`semcorr_ros.ros.frames.frame_from_messages`).
 
     A frame that cannot be converted (no depth partner, bad encoding...) is yielded with ``error`` set.
     Depth frames are looked up among the ones read so far and the next few (the bag is in recording order).
@@ -368,7 +368,7 @@ def iter_frames(index: BagIndex, depth_scale: float = 0.001, slop_s: float = 0.0
     from sensor_msgs.msg import CameraInfo, Image
 
     from semcorr_ros.errors import InputError
-    from semcorr_ros.ros.inputs import frame_from_messages
+    from semcorr_ros.ros.frames import frame_from_messages
 
     slop_ns = int(slop_s * 1e9)
     depths: list[tuple[int, bytes]] = []

@@ -1,7 +1,7 @@
 """Offline mode of ``semcorr bag-eval``: every frame of the bag through :class:`CorrespondenceEngine`, no DDS.
 
 Frames are paired and converted as in the node (colour pivot, nearest depth within ``slop`` s, latest camera
-info, :func:`semcorr_ros.ros.inputs.frame_from_messages`); the engine is warmed up on the reference first (as the
+info, :func:`semcorr_ros.ros.frames.frame_from_messages`); the engine is warmed up on the reference first (as the
 node does before it reports ready). Latency = the engine's time for the frame. No frame is dropped for load;
 a frame the engine or the conversion rejects has no output (its reason is counted).
 """

@@ -9,7 +9,7 @@ Submodules (import them explicitly; this package imports nothing eagerly so that
   camera info; pure Python, thread-safe.
 - :mod:`semcorr_ros.ros.node` -- ``correspond_node`` (:class:`~semcorr_ros.ros.node.CorrespondNode`, ``main``),
   with its parts: :mod:`~semcorr_ros.ros.params` (parameter table and validation),
-  :mod:`~semcorr_ros.ros.inputs` (input set -> arrays), :mod:`~semcorr_ros.ros.outputs` and
+  :mod:`~semcorr_ros.ros.frames` (input set -> arrays), :mod:`~semcorr_ros.ros.outputs` and
   :mod:`~semcorr_ros.ros.messages` (output messages), :mod:`~semcorr_ros.ros.debug_image` (overlay),
   :mod:`~semcorr_ros.ros.diagnostics` (statistics, /diagnostics), :mod:`~semcorr_ros.ros.engine_updates`
   (run-time changes handed to the inference thread), :mod:`~semcorr_ros.ros.runner` (process life cycle,

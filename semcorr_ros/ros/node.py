@@ -46,7 +46,7 @@ from semcorr_ros.ros import params
 from semcorr_ros.ros.diagnostics import (FrameStats, KindThrottle, diagnostic_array, loss_reasons,
                                          status_level)
 from semcorr_ros.ros.engine_updates import EngineUpdates
-from semcorr_ros.ros.inputs import frame_from_messages
+from semcorr_ros.ros.frames import frame_from_messages
 from semcorr_ros.ros.node_inputs import COMPRESSED_INPUT_TOPICS, INPUT_TOPICS, RgbdInputs, describe
 from semcorr_ros.ros.outputs import OUTPUT_TOPICS, Outputs
 from semcorr_ros.ros.sync import COLOR, DEPTH, INFO

@@ -27,7 +27,7 @@ from semcorr_ros.ros.debug_image import draw_overlay
 
 if TYPE_CHECKING:
     from semcorr_ros.engine.types import MatchResult
-    from semcorr_ros.ros.inputs import RgbdFrame
+    from semcorr_ros.ros.frames import RgbdFrame
 
 __all__ = ["OUTPUT_TOPICS", "Outputs", "QOS_OVERRIDES"]
 
