@@ -11,7 +11,7 @@ An option is a field of a dataclass declared with :func:`option`: the field give
   ``python -m semcorr_ros.options --markdown`` prints it, ``--update-docs docs/node.md`` rewrites it.
 
 Engine options are the fields of ``EngineConfig``; node-only options (synchronisation, reference files,
-outputs, ...) are the fields of :class:`semcorr_ros.options.node.NodeOptions`; the docs table:
+outputs, ...) are the fields of :class:`semcorr_ros.options.node_only.NodeOptions`; the docs table:
 :mod:`semcorr_ros.options.docs`. Adding an option means adding one field (plus the code
 that uses it). Values on the wire (ROS parameters, CLI flags) follow the field type: ``tuple[X, ...]`` is a list;
 ``dict[str, str]`` is a list of ``KEY=VALUE`` entries; ``dict[str, int | float]`` is a list with one number per
@@ -294,8 +294,8 @@ def engine_options() -> tuple[Option, ...]:
 
 
 def node_options() -> tuple[Option, ...]:
-    """The node-only options (:class:`semcorr_ros.options.node.NodeOptions`)."""
-    from semcorr_ros.options.node import NodeOptions
+    """The node-only options (:class:`semcorr_ros.options.node_only.NodeOptions`)."""
+    from semcorr_ros.options.node_only import NodeOptions
 
     return options_of(NodeOptions, engine=False)
 

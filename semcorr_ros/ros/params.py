@@ -1,8 +1,8 @@
 """ROS parameters of the correspondence node, derived from the option schema; validated on change.
 
 Every parameter is an option of :mod:`semcorr_ros.options` (engine options: the fields of
-:class:`semcorr_ros.config.EngineConfig`; node-only ones: :class:`semcorr_ros.options.node.NodeOptions`), which gives
-its name, type, default, range or choices, description and whether it is read-only at run time. This module
+:class:`semcorr_ros.config.EngineConfig`; node-only ones: :class:`semcorr_ros.options.node_only.NodeOptions`),
+which gives its name, type, default, range or choices, description and whether it is read-only at run time. This module
 turns them into ``rcl_interfaces/ParameterDescriptor`` and parameter values back into an ``EngineConfig``.
 Nothing here talks to DDS except :func:`declare_all`, which declares them on a node.
 
@@ -23,7 +23,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.errors import BadReferenceError, ConfigError
 from semcorr_ros.options import KEEP, Option, from_wire, param_default, schema, to_wire
-from semcorr_ros.options.node import COLOR_TRANSPORTS, DEPTH_TRANSPORTS
+from semcorr_ros.options.node_only import COLOR_TRANSPORTS, DEPTH_TRANSPORTS
 from semcorr_ros.reference import MAX_KEYPOINTS, MAX_PIXELS, ReferenceSpec, load_reference, parse_intrinsics, read_depth
 
 __all__ = ["ParamSpec", "PARAMETERS", "PARAMETERS_BY_NAME", "MODEL_PARAMETERS", "REFERENCE_PARAMETERS",
