@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchContext, LaunchDescription
 
 #: The node's input topics (relative names, see semcorr_ros.ros.node.INPUT_TOPICS) and the compressed-transport
 #: topics it may read; each is remapped to ``<camera_namespace>/<name>``.

@@ -36,10 +36,11 @@ def _on_exit(event: Any, _context: Any) -> None:
 
 def main(argv: list[str]) -> int:
     """Run ``argv[0]`` (a launch file) with the launch arguments ``argv[1:]`` (``name:=value``)."""
-    from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription, RegisterEventHandler
     from launch.event_handlers import OnProcessExit, OnProcessStart
     from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    from launch import LaunchDescription, LaunchService
 
     if not argv:
         print(__doc__, file=sys.stderr)

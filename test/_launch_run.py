@@ -28,8 +28,9 @@ KIT_NOT_INSTALLED = "ros2-launch-kit not installed in this venv (../shared/ros2-
 def launch_kit_problem() -> str | None:
     """Why the real launch system cannot be used here (None when ``launch`` and ``launch_ros`` import)."""
     try:
-        import launch  # noqa: F401
         import launch_ros  # noqa: F401
+
+        import launch  # noqa: F401
     except ImportError:
         return KIT_NOT_INSTALLED if KIT.is_dir() else KIT_MISSING
     return None

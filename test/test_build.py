@@ -40,6 +40,7 @@ def test_installed_package_is_imported(repo_root: Path) -> None:
 def test_messages_round_trip() -> None:
     from geometry_msgs.msg import Point
     from rclpy.serialization import deserialize_message, serialize_message
+
     from semcorr_ros.msg import Correspondence, CorrespondenceArray
 
     msg = CorrespondenceArray()

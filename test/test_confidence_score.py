@@ -30,8 +30,9 @@ def test_calibrated_score_is_the_logistic_model():
     assert abs(calibrated_score(f, c).item() - expect) < 1e-6
     # Monotone in the peak, decreasing with disagreement from the prior (with the shipped coefficients).
     base = torch.tensor([[1.0, 0.5, 0.0, 0.0, 0.0]])
-    higher = base.clone(); higher[0, 1] = 0.7
-    far = base.clone(); far[0, 3] = 9.0
+    higher, far = base.clone(), base.clone()
+    higher[0, 1] = 0.7
+    far[0, 3] = 9.0
     s0, s1, s2 = (calibrated_score(x, DEFAULT_SCORE_CALIBRATION).item() for x in (base, higher, far))
     assert s1 > s0 > s2 and 0.0 < s2 < s0 < s1 < 1.0
 

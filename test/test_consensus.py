@@ -136,8 +136,9 @@ def test_config_validation():
 def test_engine_uses_the_prior_on_a_shifted_copy(enabled):
     import numpy as np
 
-    from _toy import ToySource, texture  # noqa: E402  (test helper next to this file)
     from semcorr_ros.engine import CorrespondenceEngine
+
+    from _toy import ToySource, texture  # noqa: E402  (test helper next to this file)
 
     eng = CorrespondenceEngine(EngineConfig(device="cpu", fusion_weights="none", kbc="off", grid=16,
                                             consensus_prior=enabled),

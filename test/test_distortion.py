@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo
 
-from semcorr_ros.engine.geometry import (Distortion, backproject, distort_points, lift, undistort_points,
-                                         validate_depth)
+from semcorr_ros.engine.geometry import Distortion, backproject, distort_points, lift, undistort_points, validate_depth
 from semcorr_ros.errors import InputError
 from semcorr_ros.ros.camera import camera_info_to_camera
 
@@ -275,10 +274,10 @@ def test_camera_info_end_to_end_lift():
 # --- engine -------------------------------------------------------------------------------------------------
 
 def test_engine_match_lifts_live_keypoints_with_the_distortion():
-    from _toy import ToySource, texture
-
     from semcorr_ros.config import EngineConfig
     from semcorr_ros.engine import CorrespondenceEngine
+
+    from _toy import ToySource, texture
 
     eng = CorrespondenceEngine(EngineConfig(device="cpu", fusion_weights="none", kbc="off", grid=16),
                                sources=[ToySource()])

@@ -1,8 +1,8 @@
 """Engine end to end on a toy feature source with known answers (shift, depth plane), plus bad input."""
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine, depth_aware

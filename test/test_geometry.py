@@ -7,8 +7,15 @@ import warnings
 import numpy as np
 import pytest
 
-from semcorr_ros.engine.geometry import (backproject, keypoint_depth_range, lift, project, sample_depth,
-                                         validate_depth, validate_intrinsics)
+from semcorr_ros.engine.geometry import (
+    backproject,
+    keypoint_depth_range,
+    lift,
+    project,
+    sample_depth,
+    validate_depth,
+    validate_intrinsics,
+)
 from semcorr_ros.errors import ConfigError, InputError
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 400.0, 240.0], [0.0, 0.0, 1.0]])

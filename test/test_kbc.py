@@ -2,8 +2,17 @@
 
 import numpy as np
 
-from semcorr_ros.engine.kbc import (box_fraction, crop, from_crop, kbc_boxes, kbc_match, kbc_refine, keypoint_box,
-                                    object_boxes, to_crop)
+from semcorr_ros.engine.kbc import (
+    box_fraction,
+    crop,
+    from_crop,
+    kbc_boxes,
+    kbc_match,
+    kbc_refine,
+    keypoint_box,
+    object_boxes,
+    to_crop,
+)
 
 
 def test_keypoint_box_square_margin_and_shift_inside():

@@ -12,8 +12,16 @@ import torch.nn.functional as F
 
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine
-from semcorr_ros.engine.kbcnet import (CenterPivotConv4d, CrossScaleAlignment, Decoder4d, KBCNetHead, kbcnet_match,
-                                       load_kbcnet, readout, save_kbcnet)
+from semcorr_ros.engine.kbcnet import (
+    CenterPivotConv4d,
+    CrossScaleAlignment,
+    Decoder4d,
+    KBCNetHead,
+    kbcnet_match,
+    load_kbcnet,
+    readout,
+    save_kbcnet,
+)
 from semcorr_ros.errors import ConfigError, WeightsError
 
 from _toy import ToySource, texture  # noqa: E402  (test helper next to this file)

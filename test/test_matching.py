@@ -3,8 +3,14 @@
 import torch
 import torch.nn.functional as F
 
-from semcorr_ros.engine.matching import (match_keypoints, pixels_to_uv, sample_descriptors, similarity,
-                                         soft_argmax, uv_to_pixels)
+from semcorr_ros.engine.matching import (
+    match_keypoints,
+    pixels_to_uv,
+    sample_descriptors,
+    similarity,
+    soft_argmax,
+    uv_to_pixels,
+)
 
 
 def test_pixel_uv_round_trip():

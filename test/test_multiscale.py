@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from _toy import ToySource, texture
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine
 from semcorr_ros.engine.multiscale import base_name, expand_sources, scaled_input_size
+
+from _toy import ToySource, texture
 
 
 def test_scaled_input_size_snaps_to_the_multiple_and_range():

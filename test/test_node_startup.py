@@ -21,9 +21,9 @@ NS = "/toy"
 
 
 def _toy_engine(config: Any) -> Any:
-    from _toy import ToySource
-
     from semcorr_ros.engine import CorrespondenceEngine
+
+    from _toy import ToySource
 
     return CorrespondenceEngine(config, sources=[ToySource(input_size=96)])
 

@@ -8,13 +8,12 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from _rgbd import EXAMPLE_YAML, KnownScene
-
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine.types import MatchResult, PoseResult
 from semcorr_ros.errors import BadReferenceError, ConfigError, InputError
 from semcorr_ros.ros import params
 
+from _rgbd import EXAMPLE_YAML, KnownScene
 
 # ---------------------------------------------------------------------------------------------- parameters
 

@@ -166,9 +166,10 @@ def test_config_modes():
 # ------------------------------------------------------------------ engine on an RGB-D scene
 @pytest.mark.parametrize("mode,expect", [("auto", "3d"), ("2d", "2d"), ("3d", "3d")])
 def test_engine_uses_the_3d_prior_on_an_rgbd_scene(mode, expect):
+    from semcorr_ros.engine import CorrespondenceEngine
+
     from _rgbd import KnownScene, example
     from _toy import ToySource
-    from semcorr_ros.engine import CorrespondenceEngine
 
     spec = example()
     scene = KnownScene(40, 24, spec)   # one coarse cell (640 px / 16): the fit's resolution
@@ -191,9 +192,10 @@ def test_engine_uses_the_3d_prior_on_an_rgbd_scene(mode, expect):
 
 @pytest.mark.parametrize("in_crop", [True, False])
 def test_crop_pass_gets_the_prior_in_crop_coordinates(in_crop):
+    from semcorr_ros.engine import CorrespondenceEngine
+
     from _rgbd import KnownScene, example
     from _toy import ToySource
-    from semcorr_ros.engine import CorrespondenceEngine
 
     spec = example()
     scene = KnownScene(40, 24, spec)

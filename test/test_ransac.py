@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from semcorr_ros.engine.ransac import (distinct_triples, most_inliers_least_cost, most_weight, random_triples, ransac,
-                                       torch_triples)
+from semcorr_ros.engine.ransac import (
+    distinct_triples,
+    most_inliers_least_cost,
+    most_weight,
+    random_triples,
+    ransac,
+    torch_triples,
+)
 from semcorr_ros.errors import InputError
 
 

@@ -19,7 +19,6 @@ from semcorr_ros.ros.camera import K_to_camera_info, camera_info_to_K
 from semcorr_ros.ros.clouds import cloud_to_points, points_to_cloud
 from semcorr_ros.ros.convert import (
     COLOR_ENCODINGS,
-    DEPTH_ENCODINGS,
     depth_to_image,
     depth_to_metres,
     image_to_rgb,

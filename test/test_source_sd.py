@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from _toy import ToySource, texture
 from semcorr_ros.cli import main
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine.features import SOURCE_NAMES, build_source
 from semcorr_ros.engine.features.sd import StableDiffusionSource
 from semcorr_ros.errors import ConfigError, WeightsError
+
+from _toy import ToySource, texture
 
 TINY_SIZE = 128  # tiny model: VAE factor 8 x 3 UNet downsamplings = stride 64, "native" 16 x 8 = 128 px
 

@@ -5,9 +5,8 @@ Every loader yields :class:`PairSample` (images ``uint8 [H, W, 3]`` RGB, keypoin
 pixels, boxes ``(x0, y0, x1, y1)``); :func:`build_dataset` picks one by name.
 """
 
-from semcorr_ros.data.base import (DATASETS, PairDataset, PairInfo, PairSample, build_dataset, keypoint_bbox,
-                                   load_rgb)
 from semcorr_ros.data.ap10k import AP10KDataset
+from semcorr_ros.data.base import DATASETS, PairDataset, PairInfo, PairSample, build_dataset, keypoint_bbox, load_rgb
 from semcorr_ros.data.pfpascal import PFPascalDataset
 from semcorr_ros.data.pfwillow import PFWillowDataset
 from semcorr_ros.data.spair import SPairDataset

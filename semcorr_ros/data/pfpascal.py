@@ -30,8 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from semcorr_ros.data.base import (PairDataset, PairInfo, PairSample, load_mat_arrays, load_rgb, select_categories,
-                                   subsample_evenly)
+from semcorr_ros.data.base import (
+    PairDataset,
+    PairInfo,
+    PairSample,
+    load_mat_arrays,
+    load_rgb,
+    select_categories,
+    subsample_evenly,
+)
 from semcorr_ros.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)

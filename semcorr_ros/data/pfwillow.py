@@ -17,8 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from semcorr_ros.data.base import (PairDataset, PairInfo, PairSample, keypoint_bbox, load_mat_arrays, load_rgb,
-                                   select_categories, subsample_evenly)
+from semcorr_ros.data.base import (
+    PairDataset,
+    PairInfo,
+    PairSample,
+    keypoint_bbox,
+    load_mat_arrays,
+    load_rgb,
+    select_categories,
+    subsample_evenly,
+)
 from semcorr_ros.errors import DatasetError
 
 log = logging.getLogger(__name__)

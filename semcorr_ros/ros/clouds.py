@@ -10,7 +10,7 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
 from semcorr_ros.errors import InputError
-from semcorr_ros.ros.convert import _u8, _to_byte_array, _byte_order, _MACHINE_BIG_ENDIAN, _header_or_default
+from semcorr_ros.ros.convert import _MACHINE_BIG_ENDIAN, _byte_order, _header_or_default, _to_byte_array, _u8
 
 __all__ = ["points_to_cloud", "cloud_to_points"]
 

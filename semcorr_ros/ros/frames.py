@@ -27,8 +27,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from semcorr_ros.errors import InputError, SemcorrError
-from semcorr_ros.ros.convert import depth_to_metres, image_to_rgb, stamp_to_sec
 from semcorr_ros.ros.camera import camera_info_to_camera
+from semcorr_ros.ros.convert import depth_to_metres, image_to_rgb, stamp_to_sec
 
 __all__ = ["RgbdFrame", "frame_from_messages"]
 

@@ -43,8 +43,7 @@ from std_srvs.srv import SetBool
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.errors import BadReferenceError, SemcorrError
 from semcorr_ros.ros import params
-from semcorr_ros.ros.diagnostics import (FrameStats, KindThrottle, diagnostic_array, loss_reasons,
-                                         status_level)
+from semcorr_ros.ros.diagnostics import FrameStats, KindThrottle, diagnostic_array, loss_reasons, status_level
 from semcorr_ros.ros.engine_updates import EngineUpdates
 from semcorr_ros.ros.frames import frame_from_messages
 from semcorr_ros.ros.node_inputs import COMPRESSED_INPUT_TOPICS, INPUT_TOPICS, RgbdInputs, describe
