@@ -31,6 +31,7 @@ KBC_MODES = ("off", "on", "auto")
 MATCHERS = ("nn", "kbcnet")
 DEPTH_CELL_MODES = ("mean", "max")
 CONSENSUS_MODES = ("auto", "2d", "3d")
+RUNTIMES = ("auto", "torch", "openvino")
 
 _model = partial(option, group="model", runtime=False)
 _matching = partial(option, group="matching")
@@ -81,6 +82,10 @@ class EngineConfig:
     cpu_bf16: bool = _model(
         True, "Run the backbones in bfloat16 on CPUs with native bfloat16 (AVX512-BF16/AMX; ~1.5x faster, "
         "features within cosine 0.998 of float32); ignored elsewhere.")
+    runtime: str = _model(
+        "auto", "Runtime of the feature sources: torch, openvino (CPU; the sources compiled once at start-up, cached "
+        "on disk) or auto (openvino for the DINOv2 sources on the CPU when installed, else torch; docs/sources.md).",
+        choices=RUNTIMES)
     # 32 = DINOv2-S's patch grid at 224 px upsampled 2x; chosen on pf-willow-dev: better and cheaper than 40.
     grid: int = _model(32, "Side, in cells, of the lattice the fused feature map is resampled to.",
                        range=(4, 256), tier=ADVANCED)

@@ -7,6 +7,8 @@ Runs at import time, before any test imports rclpy, and makes every test run her
 * ``ROS_LOG_DIR``: ``build/test_ros_logs`` inside the work tree (not ``~/.ros``);
 * ``FASTDDS_DEFAULT_PROFILES_FILE``: ``tools/fastdds_localhost.xml`` (shared memory with room for
   whole images + UDP on loopback only); ``RMW_IMPLEMENTATION`` is left as it is (unset: Fast DDS);
+* ``SEMCORR_CACHE_DIR``: ``build/test_cache`` (the OpenVINO models the engine compiles, kept between runs;
+  not ``~/.cache``);
 * ``AMENT_PREFIX_PATH``: the venv, when unset, so that ``ament_index_python`` finds the installed
   package (``share/semcorr_ros``) as it would on a sourced ROS 2 installation.
 
@@ -36,6 +38,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FASTDDS_PROFILE = REPO_ROOT / "tools" / "fastdds_localhost.xml"
 ROS_LOG_DIR = REPO_ROOT / "build" / "test_ros_logs"
+CACHE_DIR = REPO_ROOT / "build" / "test_cache"
 
 
 def _configure_ros_environment() -> None:
@@ -43,6 +46,7 @@ def _configure_ros_environment() -> None:
         os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
     ROS_LOG_DIR.mkdir(parents=True, exist_ok=True)
     os.environ["ROS_LOG_DIR"] = str(ROS_LOG_DIR)
+    os.environ["SEMCORR_CACHE_DIR"] = str(CACHE_DIR)
     os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
     # These make rmw_fastrtps replace the transports of the profile above (and with them drop
     # best-effort images between processes); ROS_LOCALHOST_ONLY is obsolete since Jazzy.
@@ -126,6 +130,7 @@ MODEL_TESTS: dict[str, frozenset[str]] = {
     "test_node": ALL,
     "test_node_process": ALL,
     "test_readme": frozenset({"test_api_example_runs_and_matches"}),
+    "test_runtime": frozenset({"test_openvino_features_match_torch_float32"}),
     "test_train_fusion": frozenset({"test_cli_trains_on_a_willow_fixture"}),
 }
 
@@ -150,6 +155,7 @@ SLOW_TESTS: dict[str, frozenset[str]] = {
                                      "test_bad_references_through_the_parameter_service",
                                      "test_bad_reference_at_start_up_keeps_the_node_alive"}),
     "test_product_layout": frozenset({"test_product_modules_import_no_lab_code_or_requirements"}),
+    "test_runtime": frozenset({"test_openvino_features_match_torch_float32", "test_changed_key_recompiles"}),
     "test_train_fusion": frozenset({"test_cli_trains_on_a_willow_fixture"}),
     "test_train_kbcnet": frozenset({"test_smoke_run_is_deterministic_for_a_seed",
                                     "test_smoke_run_calibrates_the_heads_confidence"}),

@@ -268,8 +268,9 @@ def test_parameter_set_is_unchanged() -> None:
     """The schema declares exactly the parameters the node had (launch files and YAML files name them)."""
     expected = {
         "backbone", "weights", "input_sizes", "source_weights", "score_calibration", "fusion_weights", "matcher",
-        "kbcnet_weights", "center_features", "device", "fp16", "cpu_bf16", "torch_threads", "score_threshold", "kbc",
-        "kbc_margin", "kbc_max_fraction", "depth_aware", "depth_scale", "depth_floor", "depth_sigma_min",
+        "kbcnet_weights", "center_features", "device", "runtime", "fp16", "cpu_bf16", "torch_threads",
+        "score_threshold", "kbc", "kbc_margin", "kbc_max_fraction", "depth_aware", "depth_scale", "depth_floor",
+        "depth_sigma_min",
         "depth_spread", "depth_cells", "depth_radius", "multiscale", "grid", "softargmax_radius",
         "softargmax_temperature", "cycle_sigma", "pose_threshold", "pose_iterations", "pose_min_inliers",
         "consensus_prior", "consensus_weight", "consensus_sigma", "consensus_threshold", "consensus_min_inliers",

@@ -13,6 +13,7 @@ from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import multiscale
 from semcorr_ros.engine.features import build_source, preferred_cpu_dtype
 from semcorr_ros.engine.features.base import FeatureSource
+from semcorr_ros.engine.features.runtime import apply_runtimes, resolve_runtime
 from semcorr_ros.engine.fusion import FeatureFusion, load_fusion
 from semcorr_ros.engine.kbcnet import KBCNetHead, load_kbcnet
 from semcorr_ros.errors import ConfigError, WeightsError
@@ -30,18 +31,30 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configured_sources(cfg: EngineConfig, device: torch.device,
-                       sources: Sequence[FeatureSource] | None = None) -> nn.ModuleList:
+                       sources: Sequence[FeatureSource] | None = None) -> tuple[nn.ModuleList, dict[str, str]]:
     """The feature sources (``cfg.sources`` unless ``sources`` are given), expanded over ``cfg.multiscale``,
-    frozen, in eval mode, on ``device``."""
+    frozen, in eval mode, on ``device``, each on its runtime (``cfg.runtime``, :mod:`.features.runtime`).
+
+    Returns:
+        the sources and, per source name, its runtime (``torch`` or ``openvino``).
+    """
     built = sources is None
     dtype = preferred_cpu_dtype() if device.type == "cpu" and cfg.cpu_bf16 else None
+    if dtype == torch.float32:
+        dtype = None
+    # built in float32 when a source may run in OpenVINO (it converts the float32 weights); the torch ones are
+    # cast to ``dtype`` afterwards, as build_source would
+    ov = any(resolve_runtime(cfg.runtime, n, device) == "openvino" for n in cfg.sources) if built else False
+    build_dtype = None if ov else dtype
     if sources is None:
         sources = [build_source(n, weights=cfg.weights.get(n), layers=cfg.layers.get(n),
-                                input_size=cfg.input_sizes.get(n), dtype=dtype) for n in cfg.sources]
+                                input_size=cfg.input_sizes.get(n), dtype=build_dtype) for n in cfg.sources]
     if tuple(cfg.multiscale) != (1.0,):
         sources = multiscale.expand_sources(sources, cfg.multiscale, built=built, weights=cfg.weights,
-                                            layers=cfg.layers, dtype=dtype)
-    return nn.ModuleList(sources).eval().requires_grad_(False).to(device)
+                                            layers=cfg.layers, dtype=build_dtype)
+    runtimes = apply_runtimes(sources, cfg.runtime, device, cpu_bf16=cfg.cpu_bf16,
+                              torch_dtype=dtype if ov else None)
+    return nn.ModuleList(sources).eval().requires_grad_(False).to(device), runtimes
 
 
 def configured_fusion(fusion: FeatureFusion, path: str | None) -> FeatureFusion:

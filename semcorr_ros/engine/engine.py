@@ -44,7 +44,8 @@ class CorrespondenceEngine:
                  fusion: FeatureFusion | None = None) -> None:
         self.config = cfg = config or EngineConfig()
         self.device = resolve_device(cfg.device)
-        self.sources = configured_sources(cfg, self.device, sources)
+        #: per source name: ``torch`` or ``openvino`` (``EngineConfig.runtime``)
+        self.sources, self.runtimes = configured_sources(cfg, self.device, sources)
         self.fusion = (fusion or default_fusion(cfg, self.sources)).to(self.device)
         if cfg.matcher == "kbcnet" and getattr(self.fusion, "projected", False):
             raise ConfigError("matcher 'kbcnet' needs a plain fusion (semcorr-fusion-v1): its head was trained on "

@@ -13,6 +13,7 @@ Sources never choose a device: they run where their parameters are, and the call
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ class FeatureSource(nn.Module, ABC):
     name: str = "base"
     input_size: int = 224
     layer_names: tuple[str, ...] = ()
+    #: Replacement of :meth:`forward_features` set by the runtime set-up (an OpenVINO compiled model,
+    #: :mod:`.runtime`); None: the PyTorch module runs.
+    runner: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
 
     @abstractmethod
     def forward_features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -60,7 +64,7 @@ class FeatureSource(nn.Module, ABC):
         check_images(images)
         x = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
                           align_corners=False, antialias=True)
-        maps = self.forward_features(x)
+        maps = (self.runner or self.forward_features)(x)
         return [F.normalize(m.float(), dim=1) for m in maps]
 
 
