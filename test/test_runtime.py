@@ -4,6 +4,7 @@ on-disk cache and its key, parity of the compiled sources with torch float32 on 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 
 import pytest
@@ -134,3 +135,23 @@ def test_openvino_features_match_torch_float32(name, precision, tmp_path):
         bound = 0.999 if name.startswith("dinov2") or precision == "f32" else \
             F.cosine_similarity(r, h, dim=1).mean() - 1e-3
         assert cos >= bound, (name, precision, cos, bound)
+
+
+def test_bench_compare_with_random_official_weights(tmp_path, monkeypatch, capsys):
+    """`semcorr bench --compare`: torch and the chosen runtime in one run, on an official architecture without
+    its weights file (--random-weights)."""
+    pytest.importorskip("openvino")
+    from semcorr_ros.cli import main
+
+    monkeypatch.setenv("SEMCORR_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--compare", "--backbone", "dinov2_vits14", "--random-weights", "--runtime", "openvino",
+                 "--input-sizes", "112", "--frames", "2", "--block", "1", "--warmup", "1", "--width", "160",
+                 "--height", "120", "--no-progress", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["runtime"] == "openvino" and set(data["compare"]) == {"torch", "openvino"}
+    assert data["compare"]["torch"]["runtimes"] == {"dinov2_vits14": "torch"}
+    assert data["compare"]["openvino"]["runtimes"] == {"dinov2_vits14": "openvino"}
+    assert data["compare"]["openvino"]["frames"] == 2 and data["ratio_p50"]["features"] > 0
+    assert "features" in capsys.readouterr().out
+    assert main(["bench", "--backbone", "dinov2_vits14", "--frames", "1"]) == 1  # no weights, no --random-weights

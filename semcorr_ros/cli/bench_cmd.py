@@ -3,6 +3,12 @@
 The reference is set once (its features cached, as in the node); each timed call is a full
 ``engine.match(image, depth, K)``: features, matching, depth-aware pass, KBC when triggered, 3D lifting, pose.
 The frames are synthetic (a smooth random texture and a tilted depth plane), so the figure needs no data.
+
+``--compare`` times two engines side by side in one run, torch and the configured ``--runtime`` (``auto`` when
+that is ``torch``), in alternating blocks of ``--block`` frames (the speed of these machines drifts by tens of
+percent between runs, so only ratios measured together mean anything): p50 per stage of each and the ratio.
+``--random-weights`` builds the official ``dinov2_vit*`` sources without a weights file (a fixed random
+initialisation: the same speed as the real weights, meaningless matches).
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--compare", action="store_true",
+                        help="time torch and --runtime (auto when torch) side by side, in alternating blocks")
+    parser.add_argument("--block", type=int, default=5, help="frames per block with --compare (default: %(default)s)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="official dinov2_vit* sources without a weights file: random weights, for timing only")
     add_engine_arguments(parser)
     add_json_argument(parser)
 
@@ -43,44 +54,84 @@ def synthetic_rgbd(width: int, height: int, seed: int = 0, shift: tuple[int, int
     return img, depth, K
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _setup(cfg):
+    """An engine for ``cfg`` with the synthetic reference set; the live frame; the load time."""
     from semcorr_ros.engine import CorrespondenceEngine
 
-    cfg = engine_config(args)
     t = time.perf_counter()
     engine = CorrespondenceEngine(cfg)
     load_s = time.perf_counter() - t
-    w, h = args.width, args.height
+    return engine, load_s
+
+
+def _frames(w: int, h: int):
     ref_img, ref_depth, K = synthetic_rgbd(w, h)
     gx, gy = np.meshgrid(np.linspace(0.3, 0.7, 4) * w, np.linspace(0.3, 0.7, 3) * h)
-    kps = np.stack([gx.ravel(), gy.ravel()], 1)
-    engine.set_reference(ref_img, kps, depth=ref_depth, intrinsics=K)
     frame, depth, _ = synthetic_rgbd(w, h, shift=(8, 16))
-    lat, stages = [], {}
+    return (ref_img, np.stack([gx.ravel(), gy.ravel()], 1), ref_depth, K), (frame, depth, K)
+
+
+class _Timer:
+    """Latencies and per-stage timings of one engine."""
+
+    def __init__(self, engine, ref, live) -> None:
+        self.engine, self.live = engine, live
+        img, kps, depth, K = ref
+        engine.set_reference(img, kps, depth=depth, intrinsics=K)
+        self.lat: list[float] = []
+        self.stages: dict[str, list[float]] = {}
+        self.res = None
+
+    def step(self, timed: bool) -> None:
+        t = time.perf_counter()
+        self.res = self.engine.match(*self.live)
+        dt = time.perf_counter() - t
+        if timed:
+            self.lat.append(dt)
+            for k, v in self.res.timings.items():
+                self.stages.setdefault(k, []).append(v)
+
+    def summary(self) -> dict:
+        lat_ms = np.asarray(self.lat) * 1000.0
+        return {"runtimes": dict(self.engine.runtimes), "frames": len(self.lat),
+                "latency_ms": {"p50": float(np.percentile(lat_ms, 50)), "p95": float(np.percentile(lat_ms, 95)),
+                               "mean": float(lat_ms.mean()), "min": float(lat_ms.min())},
+                "fps_p50": float(1000.0 / np.percentile(lat_ms, 50)),
+                "stages_ms_p50": {k: float(np.median(v) * 1000.0) for k, v in self.stages.items()}}
+
+
+def _config(args: argparse.Namespace):
+    cfg = engine_config(args)
+    if args.random_weights:
+        from semcorr_ros.engine.features.dinov2 import RANDOM_WEIGHTS
+
+        random = {n: RANDOM_WEIGHTS for n in cfg.sources if n.startswith("dinov2_vit") and n not in cfg.weights}
+        cfg = cfg.replace(weights={**cfg.weights, **random})
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if args.compare:
+        return _compare(args, cfg)
+    from tqdm import tqdm
+
+    engine, load_s = _setup(cfg)
+    w, h = args.width, args.height
+    timer = _Timer(engine, *_frames(w, h))
     bar = tqdm(total=args.warmup + args.frames, desc="bench", unit="frame", disable=args.no_progress)
     for i in range(args.warmup + args.frames):
-        t = time.perf_counter()
-        res = engine.match(frame, depth, K)
-        dt = time.perf_counter() - t
+        timer.step(i >= args.warmup)
         bar.update(1)
-        if i >= args.warmup:
-            lat.append(dt)
-            for k, v in res.timings.items():
-                stages.setdefault(k, []).append(v)
     bar.close()
-    lat_ms = np.asarray(lat) * 1000.0
+    res = timer.res
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    summary = timer.summary()
     out = {
         "device": str(engine.device),
         "sources": list(cfg.sources),
         "frame": [w, h],
-        "frames": len(lat),
-        "latency_ms": {"p50": float(np.percentile(lat_ms, 50)), "p95": float(np.percentile(lat_ms, 95)),
-                       "mean": float(lat_ms.mean()), "min": float(lat_ms.min())},
-        "fps_p50": float(1000.0 / np.percentile(lat_ms, 50)),
-        "stages_ms_p50": {k: float(np.median(v) * 1000.0) for k, v in stages.items()},
+        **summary,
         "peak_rss_mb": float(peak_rss_mb),
         "model_load_s": load_s,
         "kbc_used": bool(res.kbc_used),
@@ -88,10 +139,58 @@ def run(args: argparse.Namespace) -> int:
         "prior_mode_used": res.prior_mode_used,
         "config": cfg.to_dict(),
     }
-    print(f"device {out['device']}  sources {','.join(cfg.sources)}  frame {w}x{h}  frames {len(lat)}")
+    runtimes = ",".join(f"{k}={v}" for k, v in engine.runtimes.items())
+    print(f"device {out['device']}  sources {','.join(cfg.sources)}  frame {w}x{h}  frames {summary['frames']}  "
+          f"runtimes {runtimes}")
     print(f"latency p50 {out['latency_ms']['p50']:.1f} ms  p95 {out['latency_ms']['p95']:.1f} ms  "
           f"({out['fps_p50']:.1f} FPS)  peak RSS {peak_rss_mb:.0f} MB  model load {load_s:.1f} s")
     print(f"consensus prior used: {res.prior_mode_used}")
     print("stages p50 (ms): " + "  ".join(f"{k} {v:.1f}" for k, v in out["stages_ms_p50"].items()))
+    write_json(args.json, out)
+    return 0
+
+
+def _compare(args: argparse.Namespace, cfg) -> int:
+    """Torch and the other runtime side by side: alternating blocks of ``args.block`` frames."""
+    from tqdm import tqdm
+
+    other = cfg.runtime if cfg.runtime != "torch" else "auto"
+    w, h = args.width, args.height
+    ref, live = _frames(w, h)
+    timers, loads = {}, {}
+    for name in ("torch", other):
+        engine, loads[name] = _setup(cfg.replace(runtime=name))
+        timers[name] = _Timer(engine, ref, live)
+        for _ in range(args.warmup):
+            timers[name].step(False)
+    block = max(1, args.block)
+    bar = tqdm(total=2 * args.frames, desc="bench", unit="frame", disable=args.no_progress)
+    done = 0
+    while done < args.frames:
+        n = min(block, args.frames - done)
+        for timer in timers.values():
+            for _ in range(n):
+                timer.step(True)
+            bar.update(n)
+        done += n
+    bar.close()
+    sums = {k: t.summary() for k, t in timers.items()}
+    a, b = sums["torch"], sums[other]
+    stages = list(dict.fromkeys([*a["stages_ms_p50"], *b["stages_ms_p50"]]))
+    rows = [("latency", a["latency_ms"]["p50"], b["latency_ms"]["p50"])]
+    rows += [(k, a["stages_ms_p50"].get(k, float("nan")), b["stages_ms_p50"].get(k, float("nan"))) for k in stages]
+    ratio = {k: (y / x if x > 0 else float("nan")) for k, x, y in rows}
+    engine = timers["torch"].engine
+    print(f"device {engine.device}  sources {','.join(cfg.sources)}  frame {w}x{h}  frames {args.frames} each, "
+          f"alternating blocks of {block}")
+    for name, s in sums.items():
+        print(f"  {name}: runtimes " + ",".join(f"{k}={v}" for k, v in s["runtimes"].items())
+              + f"  model load {loads[name]:.1f} s")
+    print(f"{'p50 (ms)':<14}{'torch':>10}{other:>10}{'ratio':>8}")
+    for k, x, y in rows:
+        print(f"{k:<14}{x:>10.1f}{y:>10.1f}{ratio[k]:>8.2f}")
+    out = {"device": str(engine.device), "sources": list(cfg.sources), "frame": [w, h], "block": block,
+           "compare": {"torch": sums["torch"], other: sums[other]}, "runtime": other,
+           "ratio_p50": ratio, "model_load_s": loads, "config": cfg.to_dict()}
     write_json(args.json, out)
     return 0

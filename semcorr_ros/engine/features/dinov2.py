@@ -58,6 +58,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMGFOCUS_NAME = "dinov2-s-imgfocus"
 IMGFOCUS_RESOURCE = "models/vit_s_focus.onnx"
+#: ``weights`` value of an official variant built with random weights (seed 0): same speed, meaningless features.
+RANDOM_WEIGHTS = ":random:"
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ def load_dinov2_weights(name: str, weights: str | os.PathLike | None) -> dict[st
     Args:
         name: a key of :data:`ARCHS`.
         weights: ``dinov2-s-imgfocus``: optional ONNX path (default: the packaged file). Others: required path
-            to an official ``.pth`` or an HF ``.safetensors``/``.bin``.
+            to an official ``.pth`` or an HF ``.safetensors``/``.bin``, or :data:`RANDOM_WEIGHTS` (the architecture
+            with a fixed random initialisation: for timing, ``semcorr bench --random-weights``).
 
     Raises:
         WeightsError: no path for official weights, unreadable file, keys or shapes that do not fit.
@@ -139,6 +142,11 @@ def load_dinov2_weights(name: str, weights: str | os.PathLike | None) -> dict[st
         sd = onnx_to_hub(path)
         sd.setdefault("embeddings.mask_token", torch.zeros(1, arch.hidden_size))
         what = f"{name} (from {path.name})"
+    elif weights == RANDOM_WEIGHTS:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            sd = build_hf_model(arch, device="cpu").state_dict()
+        what = f"{name} (random weights)"
     else:
         if weights is None:
             official = name.replace("_reg", "_reg4") + "_pretrain.pth"
