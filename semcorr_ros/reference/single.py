@@ -1,6 +1,6 @@
-"""Reference files: one image of an object with named keypoints (and optional depth + intrinsics).
+"""Single-view reference files: one image of an object with named keypoints (and optional depth + intrinsics).
 
-A reference is a YAML file::
+A single-view reference is a YAML file::
 
     reference_id: mug_01            # optional; default: the YAML file's stem
     image: mug_01.png               # path relative to this file (PNG/JPEG, RGB)
@@ -33,8 +33,8 @@ import yaml
 
 from semcorr_ros.errors import BadReferenceError, SemcorrError
 
-__all__ = ["MAX_KEYPOINTS", "MAX_PIXELS", "ReferenceSpec", "load_keypoints", "load_reference", "parse_intrinsics",
-           "read_depth", "read_image"]
+__all__ = ["MAX_KEYPOINTS", "MAX_PIXELS", "ReferenceSpec", "keypoints_from_doc", "load_keypoints", "load_reference",
+           "parse_intrinsics", "read_depth", "read_document", "read_image", "reference_from_doc"]
 
 #: Default cap on the keypoints of one reference (matching cost grows linearly with it).
 MAX_KEYPOINTS = 128
@@ -161,12 +161,11 @@ def parse_intrinsics(value: object, where: str = "intrinsics") -> np.ndarray:
     return arr
 
 
-def load_keypoints(path: str | Path, max_keypoints: int = MAX_KEYPOINTS) -> tuple[dict, list[str], np.ndarray]:
-    """Parse the YAML and its ``keypoints`` mapping: ``(document, names, [K, 2] pixels)``.
+def read_document(path: str | Path, max_keypoints: int = MAX_KEYPOINTS) -> dict:
+    """Parse a reference YAML file (any kind) into its top-level mapping, its size bounded first.
 
     Raises:
-        BadReferenceError: missing file, not YAML, no keypoints, a keypoint that is not ``[x, y]`` numbers, a
-            name that is not a string or number, or more than ``max_keypoints`` keypoints.
+        BadReferenceError: missing file, too large, not YAML, or not a mapping.
     """
     path = Path(path)
     if not path.is_file():
@@ -182,22 +181,48 @@ def load_keypoints(path: str | Path, max_keypoints: int = MAX_KEYPOINTS) -> tupl
         raise
     except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError) as exc:
         raise BadReferenceError(f"reference file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("keypoints"), dict) or not doc["keypoints"]:
-        raise BadReferenceError(f"reference file {path} needs a non-empty 'keypoints' mapping of name: [x, y]")
-    if len(doc["keypoints"]) > max_keypoints:
-        raise BadReferenceError(f"reference file {path} has {len(doc['keypoints'])} keypoints, more than the limit "
+    if not isinstance(doc, dict):
+        raise BadReferenceError(f"reference file {path} must be a YAML mapping (a reference with 'keypoints', a "
+                                f"set with 'views' or an objects file with 'objects'), got {type(doc).__name__}")
+    return doc
+
+
+def keypoints_from_doc(doc: dict, where: object, max_keypoints: int = MAX_KEYPOINTS) -> tuple[list[str], np.ndarray]:
+    """The ``keypoints`` mapping of a single-view document: ``(names, [K, 2] pixels)``; ``where`` names it in
+    errors."""
+    entry = doc.get("keypoints")
+    if "keypoints" in doc and (entry is None or entry == {}):
+        raise BadReferenceError(f"reference {where} has no keypoints yet: place them with "
+                                f"`semcorr reference annotate {where}`")
+    if not isinstance(entry, dict):
+        raise BadReferenceError(f"reference file {where} needs a non-empty 'keypoints' mapping of name: [x, y]")
+    if len(entry) > max_keypoints:
+        raise BadReferenceError(f"reference file {where} has {len(entry)} keypoints, more than the limit "
                                 f"of {max_keypoints} (parameter max_reference_keypoints)")
     names, pts = [], []
-    for name, xy in doc["keypoints"].items():
+    for name, xy in entry.items():
         if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
-            raise BadReferenceError(f"keypoint names in {path} must be non-empty strings, got {name!r}")
+            raise BadReferenceError(f"keypoint names in {where} must be non-empty strings, got {name!r}")
         if (not isinstance(xy, (list, tuple)) or len(xy) != 2 or not all(_is_number(v) for v in xy)):
-            raise BadReferenceError(f"keypoint {name!r} in {path} must be [x, y] numbers, got {xy!r}")
+            raise BadReferenceError(f"keypoint {name!r} in {where} must be [x, y] numbers, got {xy!r}")
         names.append(str(name))
         pts.append([float(xy[0]), float(xy[1])])
     kps = np.asarray(pts, dtype=np.float64)
     if not np.isfinite(kps).all():
-        raise BadReferenceError(f"keypoints in {path} must be finite")
+        raise BadReferenceError(f"keypoints in {where} must be finite")
+    return names, kps
+
+
+def load_keypoints(path: str | Path, max_keypoints: int = MAX_KEYPOINTS) -> tuple[dict, list[str], np.ndarray]:
+    """Parse the YAML and its ``keypoints`` mapping: ``(document, names, [K, 2] pixels)``.
+
+    Raises:
+        BadReferenceError: missing file, not YAML, no keypoints, a keypoint that is not ``[x, y]`` numbers, a
+            name that is not a string or number, or more than ``max_keypoints`` keypoints.
+    """
+    path = Path(path)
+    doc = read_document(path, max_keypoints)
+    names, kps = keypoints_from_doc(doc, path, max_keypoints)
     return doc, names, kps
 
 
@@ -209,7 +234,7 @@ def _path_field(doc: dict, key: str, path: Path) -> Path | None:
     if not isinstance(entry, str):
         raise BadReferenceError(f"field {key!r} in {path} must be a file path, got {type(entry).__name__} "
                                 f"{entry!r}")
-    return _resolve(path, entry)
+    return resolve(path, entry)
 
 
 def _depth_scale(doc: dict, path: Path) -> float:
@@ -252,7 +277,16 @@ def load_reference(path: str | Path, image_path: str | Path | None = None, *, ma
 
 
 def _load_reference(path: Path, image_path: str | Path | None, max_keypoints: int, max_pixels: int) -> ReferenceSpec:
-    doc, names, kps = load_keypoints(path, max_keypoints)
+    doc = read_document(path, max_keypoints)
+    return reference_from_doc(doc, path, image_path=image_path, max_keypoints=max_keypoints, max_pixels=max_pixels)
+
+
+def reference_from_doc(doc: dict, path: Path, *, image_path: str | Path | None = None,
+                       max_keypoints: int = MAX_KEYPOINTS, max_pixels: int = MAX_PIXELS,
+                       default_id: str | None = None) -> ReferenceSpec:
+    """A single-view document (a file's, or a set's inline view) -> :class:`ReferenceSpec`; the files it names
+    are relative to ``path``; ``default_id`` (default: ``path``'s stem) when it has no ``reference_id``."""
+    names, kps = keypoints_from_doc(doc, path, max_keypoints)
     image_file = Path(image_path) if image_path is not None else _path_field(doc, "image", path)
     if image_file is None:
         raise BadReferenceError(f"reference file {path} names no 'image' (and none was given)")
@@ -270,10 +304,11 @@ def _load_reference(path: Path, image_path: str | Path | None, max_keypoints: in
         if depth.shape != (h, w):
             raise BadReferenceError(f"reference depth is {depth.shape[1]}x{depth.shape[0]} but the image is {w}x{h}")
     K = parse_intrinsics(doc["intrinsics"], f"intrinsics in {path}") if doc.get("intrinsics") is not None else None
-    return ReferenceSpec(reference_id=_reference_id(doc, path), image=image, names=names, keypoints=kps,
-                         depth=depth, intrinsics=K)
+    ref_id = _reference_id(doc, path) if default_id is None or doc.get("reference_id") else default_id
+    return ReferenceSpec(reference_id=ref_id, image=image, names=names, keypoints=kps, depth=depth, intrinsics=K)
 
 
-def _resolve(base: Path, entry: str | Path) -> Path:
+def resolve(base: Path, entry: str | Path) -> Path:
+    """``entry`` (``~`` expanded) relative to the folder of the file ``base``, unless absolute."""
     p = Path(entry).expanduser()
     return p if p.is_absolute() else base.parent / p
