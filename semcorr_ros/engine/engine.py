@@ -7,8 +7,10 @@ encode -> prior -> match -> depth-aware re-match -> crop -> lift -> pose.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,11 +24,13 @@ from semcorr_ros.engine.fusion import FeatureFusion
 from semcorr_ros.engine.inputs import image_to_tensor, validate_image, validate_keypoints
 from semcorr_ros.engine.matcher import ViewMatcher
 from semcorr_ros.engine.matching import pixels_to_uv, sample_descriptors
+from semcorr_ros.engine.objects import ObjectModel, ObjectResult, match_object
 from semcorr_ros.engine.types import MatchResult
 from semcorr_ros.engine.views import Reference, View
 from semcorr_ros.errors import ConfigError, InputError, NoReferenceError, WeightsError
+from semcorr_ros.reference import ObjectSpec
 
-__all__ = ["CorrespondenceEngine", "Reference", "resolve_device"]
+__all__ = ["CorrespondenceEngine", "ObjectModel", "ObjectResult", "Reference", "resolve_device"]
 
 _configured_fusion = configured_fusion  # the former private name
 
@@ -55,6 +59,8 @@ class CorrespondenceEngine:
             if cfg.matcher == "kbcnet" else None
         self._amp_dtype = torch.float16 if self.device.type == "cuda" and cfg.fp16 else None
         self.reference: Reference | None = None
+        #: the active objects (:meth:`set_objects`; :meth:`set_reference` makes one object of one view)
+        self.objects: list[ObjectModel] = []
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
         self.cache_size = 32
         if getattr(self.fusion, "projected", False):
@@ -164,8 +170,35 @@ class CorrespondenceEngine:
             cache_key: reuse cached full-image features under this key (evaluation).
 
         Returns:
-            The new active :class:`Reference` (the previous one stays active if this raises).
+            The new active :class:`Reference` (the previous one stays active if this raises); it is also the
+            engine's only object (:attr:`objects`), with one view.
         """
+        ref = self._build_reference(image, keypoints, names, depth, intrinsics, reference_id, cache_key)
+        self.reference, self.objects = ref, [ObjectModel(reference_id, list(ref.names), [ref])]
+        return ref
+
+    def set_objects(self, objects: Sequence[ObjectSpec]) -> list[ObjectModel]:
+        """Encode every view of every object (:func:`semcorr_ros.reference.load_objects`) and make them the
+        active objects; :attr:`reference` becomes the first object's first view. If this raises, the previous
+        objects stay active."""
+        if not objects:
+            raise InputError("no objects given")
+        ids = [o.object_id for o in objects]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"object ids must differ, got {ids}")
+        models = []
+        for obj in objects:
+            if not obj.views:
+                raise InputError(f"object {obj.object_id!r} has no views")
+            views = [self._build_reference(v.image, v.keypoints, v.names, v.depth, v.intrinsics, v.reference_id)
+                     for v in obj.views]
+            models.append(ObjectModel(obj.object_id, list(obj.names), views))
+        self.objects, self.reference = models, models[0].views[0]
+        return models
+
+    def _build_reference(self, image: np.ndarray, keypoints: np.ndarray, names: Sequence[str] | None,
+                         depth: np.ndarray | None, intrinsics: np.ndarray | None, reference_id: str,
+                         cache_key: Hashable | None = None) -> Reference:
         image = validate_image(image, "reference image")
         h, w = image.shape[:2]
         kps = validate_keypoints(keypoints, (w, h), "reference keypoints")
@@ -190,7 +223,6 @@ class CorrespondenceEngine:
                         depth_extent=extent, intrinsics=K_ref)
         if self.config.kbc == "on":
             self._reference_crop(ref)
-        self.reference = ref
         return ref
 
     def _reference_crop(self, ref: Reference) -> View:
@@ -236,6 +268,37 @@ class CorrespondenceEngine:
             stage(ctx, frame)
         return frame.result(ref)
 
+    @torch.inference_mode()
+    def match_objects(self, image: np.ndarray, depth: np.ndarray | None = None,
+                      intrinsics: np.ndarray | None = None, *, cache_key: Hashable | None = None,
+                      object_boxes: Mapping[str, Sequence[float]] | None = None,
+                      distortion: geometry.Distortion | None = None) -> list[ObjectResult]:
+        """Match every active object (:meth:`set_objects`) into one live frame: the frame's backbones run once,
+        each object's views are matched into the shared maps and the best view is chosen per object
+        (:mod:`semcorr_ros.engine.objects`). Arguments as :meth:`match`; ``object_boxes`` per object id.
+
+        Returns:
+            One :class:`ObjectResult` per object, in the order of :attr:`objects`; each result's timings hold the
+            object's own stages, and ``features_shared`` the frame's backbone time.
+        """
+        if not self.objects:
+            raise NoReferenceError("no objects set: call set_objects(load_objects(path)) or set_reference first")
+        base = stages.Frame.start(image, depth, intrinsics, distortion, None, cache_key, self.config)
+        t = time.perf_counter()
+        maps = self.encode_maps(base.image, cache_key)
+        shared = time.perf_counter() - t
+        boxes = object_boxes or {}
+
+        def context(ref: Reference) -> stages.Context:
+            def encode(img: np.ndarray, means: list[torch.Tensor], key: Hashable | None = None) -> torch.Tensor:
+                return self.fusion(maps, means)[0] if img is base.image else self.encode(img, means, key)
+            return replace(self._context(ref), encode=encode)
+
+        out = [match_object(obj, base, context, boxes.get(obj.object_id)) for obj in self.objects]
+        for r in out:
+            r.result.timings["features_shared"] = shared
+        return out
+
     def _context(self, ref: Reference) -> stages.Context:
         """What the stages share for one frame (built per frame: ``self.config`` may change at run time)."""
         return stages.Context(self.config, ref, self.device, self.encode, ViewMatcher(self.config, self.kbcnet),
@@ -254,9 +317,9 @@ class CorrespondenceEngine:
         kps = validate_keypoints(src_keypoints, (src_image.shape[1], src_image.shape[0]), "source keypoints")
         if len(kps) == 0:
             return MatchResult.empty()
-        active = self.reference
+        active = self.reference, self.objects
         try:
             self.set_reference(src_image, kps, cache_key=src_key)
             return self.match(tgt_image, cache_key=tgt_key, object_box=tgt_box)
         finally:
-            self.reference = active
+            self.reference, self.objects = active
