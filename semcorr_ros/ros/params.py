@@ -24,7 +24,18 @@ from semcorr_ros.config import EngineConfig
 from semcorr_ros.errors import BadReferenceError, ConfigError
 from semcorr_ros.options import KEEP, Option, from_wire, param_default, schema, to_wire
 from semcorr_ros.options.node_only import COLOR_TRANSPORTS, DEPTH_TRANSPORTS
-from semcorr_ros.reference import MAX_KEYPOINTS, MAX_PIXELS, ReferenceSpec, load_reference, parse_intrinsics, read_depth
+from semcorr_ros.reference import (
+    MAX_KEYPOINTS,
+    MAX_PIXELS,
+    ObjectSpec,
+    ReferenceSpec,
+    load_objects,
+    load_reference,
+    parse_intrinsics,
+    read_depth,
+)
+from semcorr_ros.reference.sets import file_kind
+from semcorr_ros.reference.single import read_document
 
 __all__ = ["ParamSpec", "PARAMETERS", "PARAMETERS_BY_NAME", "MODEL_PARAMETERS", "REFERENCE_PARAMETERS",
            "SYNC_PARAMETERS", "COLOR_TRANSPORTS", "DEPTH_TRANSPORTS", "declare_all", "engine_config",
@@ -218,8 +229,11 @@ def resolve_path(path: str) -> Path:
     return share / rest
 
 
-def load_reference_from_params(values: Mapping[str, Any]) -> ReferenceSpec | None:
+def load_reference_from_params(values: Mapping[str, Any]) -> ReferenceSpec | list[ObjectSpec] | None:
     """Load the reference named by the ``reference_*`` parameter values; None when ``reference_file`` is ''.
+
+    A single-view file gives its :class:`ReferenceSpec` (``reference_image``, ``reference_depth`` and
+    ``reference_intrinsics`` override its fields); a reference set or an objects file gives its objects.
 
     Raises:
         BadReferenceError: missing or malformed files (the message names the file and the problem).
@@ -228,18 +242,27 @@ def load_reference_from_params(values: Mapping[str, Any]) -> ReferenceSpec | Non
     if not file:
         return None
     image = str(values.get("reference_image") or "")
-    max_pixels = int(values.get("max_image_pixels") or MAX_PIXELS)
-    spec = load_reference(resolve_path(file), image_path=resolve_path(image) if image else None,
-                          max_keypoints=int(values.get("max_reference_keypoints") or MAX_KEYPOINTS),
-                          max_pixels=max_pixels)
     depth = str(values.get("reference_depth") or "")
+    intrinsics = values.get("reference_intrinsics")
+    max_pixels = int(values.get("max_image_pixels") or MAX_PIXELS)
+    max_keypoints = int(values.get("max_reference_keypoints") or MAX_KEYPOINTS)
+    path = resolve_path(file)
+    kind = file_kind(read_document(path, max_keypoints), path)
+    if kind != "view":
+        overrides = [n for n, v in (("reference_image", image), ("reference_depth", depth),
+                                    ("reference_intrinsics", intrinsics)) if v is not None and len(v) > 0]
+        if overrides:
+            raise BadReferenceError(f"{', '.join(overrides)} apply to a single-view reference only; {path} is "
+                                    f"{'a reference set' if kind == 'set' else 'an objects file'}: set them in "
+                                    f"its views' files")
+        return load_objects(path, max_keypoints=max_keypoints, max_pixels=max_pixels)
+    spec = load_reference(path, image_path=resolve_path(image) if image else None, max_keypoints=max_keypoints,
+                          max_pixels=max_pixels)
     if depth:
         spec.depth = read_depth(resolve_path(depth), max_pixels=max_pixels)
         if spec.depth.shape != spec.image.shape[:2]:
             raise BadReferenceError(f"reference depth {depth} is {spec.depth.shape[1]}x{spec.depth.shape[0]} but "
                                     f"the image is {spec.image.shape[1]}x{spec.image.shape[0]}")
-    intrinsics = values.get("reference_intrinsics")
     if intrinsics is not None and len(intrinsics) > 0:
         spec.intrinsics = parse_intrinsics(list(intrinsics), "parameter reference_intrinsics")
     return spec
-
