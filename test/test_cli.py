@@ -83,6 +83,14 @@ def test_eval_match_and_bench_end_to_end(willow, tmp_path, capsys):
     assert b["frames"] == 2 and b["latency_ms"]["p50"] > 0 and b["peak_rss_mb"] > 0
     assert b["depth_weighted"] and b["frame"] == [640, 480]
 
+    # two objects of two views each beside one object, in one run
+    assert main(["bench", "--objects", "2", "--views", "2", "--frames", "2", "--warmup", "0", "--block", "1",
+                 "--no-progress", "--json", str(bj)]) == 0
+    b = json.loads(bj.read_text())
+    assert set(b["compare"]) == {"1x1", "2x2"} and all(c["frames"] == 2 for c in b["compare"].values())
+    # 4 views matched instead of 1: the matching stage costs more, the shared features do not multiply
+    assert b["ratio_p50"]["match"] > 1.5 and b["ratio_p50"]["features"] < 2.0
+
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["eval", "--dataset", "pf-willow", "--root", str(tmp_path / "nowhere")]) == 1

@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", action="store_true",
                         help="time torch and --runtime (auto when torch) side by side, in alternating blocks")
     parser.add_argument("--block", type=int, default=5, help="frames per block with --compare (default: %(default)s)")
+    parser.add_argument("--objects", type=int, default=0, metavar="N",
+                        help="time N objects in one frame (match_objects: one feature pass, N objects matched) side "
+                             "by side with one object, in alternating blocks; 0 = a single reference (default)")
+    parser.add_argument("--views", type=int, default=1, metavar="V",
+                        help="views per object with --objects (a reference set each; default: %(default)s)")
     parser.add_argument("--random-weights", action="store_true",
                         help="official dinov2_vit* sources without a weights file: random weights, for timing only")
     add_engine_arguments(parser)
@@ -71,24 +76,54 @@ def _frames(w: int, h: int):
     return (ref_img, np.stack([gx.ravel(), gy.ravel()], 1), ref_depth, K), (frame, depth, K)
 
 
-class _Timer:
-    """Latencies and per-stage timings of one engine."""
+def _objects(ref, n: int, views: int):
+    """``n`` synthetic objects of ``views`` views each: the reference frame with its keypoint grid moved per
+    object and its image shifted per view (the matching work of real objects, whatever they show)."""
+    from semcorr_ros.reference import ObjectSpec, ReferenceSpec
 
-    def __init__(self, engine, ref, live) -> None:
-        self.engine, self.live = engine, live
+    img, kps, depth, K = ref
+    out = []
+    for i in range(n):
+        vs = [ReferenceSpec(f"obj{i}_view{v}", np.roll(img, 4 * v, axis=1), [f"kp{j}" for j in range(len(kps))],
+                            kps + [6.0 * i, 4.0 * i], depth=depth.astype(np.float32) / 1000.0, intrinsics=K)
+              for v in range(views)]
+        out.append(ObjectSpec(f"obj{i}", vs))
+    return out
+
+
+class _Timer:
+    """Latencies and per-stage timings of one engine (``objects``: of match_objects with those objects)."""
+
+    def __init__(self, engine, ref, live, objects=None) -> None:
+        self.engine, self.live, self.multi = engine, live, objects is not None
         img, kps, depth, K = ref
-        engine.set_reference(img, kps, depth=depth, intrinsics=K)
+        if objects is None:
+            engine.set_reference(img, kps, depth=depth, intrinsics=K)
+        else:
+            engine.set_objects(objects)
+        self.objects = engine.objects  # timers may share one engine: each matches its own objects
         self.lat: list[float] = []
         self.stages: dict[str, list[float]] = {}
         self.res = None
 
     def step(self, timed: bool) -> None:
         t = time.perf_counter()
-        self.res = self.engine.match(*self.live)
+        if self.multi:
+            self.engine.objects = self.objects
+            results = self.engine.match_objects(*self.live)
+            self.res = results[0].result
+            timings: dict[str, float] = {"features": results[0].result.timings["features_shared"]}
+            for r in results:
+                for k, v in r.result.timings.items():
+                    if k not in ("features_shared", "total"):
+                        timings[k] = timings.get(k, 0.0) + v
+        else:
+            self.res = self.engine.match(*self.live)
+            timings = self.res.timings
         dt = time.perf_counter() - t
         if timed:
             self.lat.append(dt)
-            for k, v in self.res.timings.items():
+            for k, v in timings.items():
                 self.stages.setdefault(k, []).append(v)
 
     def summary(self) -> dict:
@@ -112,8 +147,12 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    if args.objects < 0 or args.views < 1:
+        raise SystemExit("semcorr bench: --objects must be >= 0 and --views >= 1")
     if args.compare:
         return _compare(args, cfg)
+    if args.objects:
+        return _compare_objects(args, cfg)
     from tqdm import tqdm
 
     engine, load_s = _setup(cfg)
@@ -150,19 +189,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace, cfg) -> int:
-    """Torch and the other runtime side by side: alternating blocks of ``args.block`` frames."""
+def _alternate(args: argparse.Namespace, timers: dict) -> int:
+    """Warm-up, then ``args.frames`` timed frames per timer in alternating blocks of ``args.block``; the block."""
     from tqdm import tqdm
 
-    other = cfg.runtime if cfg.runtime != "torch" else "auto"
-    w, h = args.width, args.height
-    ref, live = _frames(w, h)
-    timers, loads = {}, {}
-    for name in ("torch", other):
-        engine, loads[name] = _setup(cfg.replace(runtime=name))
-        timers[name] = _Timer(engine, ref, live)
+    for timer in timers.values():
         for _ in range(args.warmup):
-            timers[name].step(False)
+            timer.step(False)
     block = max(1, args.block)
     bar = tqdm(total=2 * args.frames, desc="bench", unit="frame", disable=args.no_progress)
     done = 0
@@ -174,21 +207,59 @@ def _compare(args: argparse.Namespace, cfg) -> int:
             bar.update(n)
         done += n
     bar.close()
-    sums = {k: t.summary() for k, t in timers.items()}
-    a, b = sums["torch"], sums[other]
+    return block
+
+
+def _ratio_table(sums: dict, a_name: str, b_name: str) -> dict[str, float]:
+    """Print p50 latency and stages of two summaries side by side; the ratios b / a."""
+    a, b = sums[a_name], sums[b_name]
     stages = list(dict.fromkeys([*a["stages_ms_p50"], *b["stages_ms_p50"]]))
     rows = [("latency", a["latency_ms"]["p50"], b["latency_ms"]["p50"])]
     rows += [(k, a["stages_ms_p50"].get(k, float("nan")), b["stages_ms_p50"].get(k, float("nan"))) for k in stages]
     ratio = {k: (y / x if x > 0 else float("nan")) for k, x, y in rows}
+    print(f"{'p50 (ms)':<14}{a_name:>12}{b_name:>12}{'ratio':>8}")
+    for k, x, y in rows:
+        print(f"{k:<14}{x:>12.1f}{y:>12.1f}{ratio[k]:>8.2f}")
+    return ratio
+
+
+def _compare_objects(args: argparse.Namespace, cfg) -> int:
+    """One object and ``args.objects`` objects (``args.views`` views each) in one engine, alternating blocks."""
+    engine, load_s = _setup(cfg)
+    w, h = args.width, args.height
+    ref, live = _frames(w, h)
+    one, many = "1x1", f"{args.objects}x{args.views}"
+    objs = _objects(ref, args.objects, args.views)
+    timers = {one: _Timer(engine, ref, live, _objects(ref, 1, 1)), many: _Timer(engine, ref, live, objs)}
+    block = _alternate(args, timers)
+    sums = {k: t.summary() for k, t in timers.items()}
+    print(f"device {engine.device}  sources {','.join(cfg.sources)}  frame {w}x{h}  frames {args.frames} each, "
+          f"alternating blocks of {block}; objects x views: {one} vs {many}")
+    ratio = _ratio_table(sums, one, many)
+    write_json(args.json, {"device": str(engine.device), "sources": list(cfg.sources), "frame": [w, h],
+                           "block": block, "objects": args.objects, "views": args.views,
+                           "compare": sums, "ratio_p50": ratio, "model_load_s": load_s, "config": cfg.to_dict()})
+    return 0
+
+
+def _compare(args: argparse.Namespace, cfg) -> int:
+    """Torch and the other runtime side by side: alternating blocks of ``args.block`` frames."""
+    other = cfg.runtime if cfg.runtime != "torch" else "auto"
+    w, h = args.width, args.height
+    ref, live = _frames(w, h)
+    timers, loads = {}, {}
+    for name in ("torch", other):
+        engine, loads[name] = _setup(cfg.replace(runtime=name))
+        timers[name] = _Timer(engine, ref, live)
+    block = _alternate(args, timers)
+    sums = {k: t.summary() for k, t in timers.items()}
     engine = timers["torch"].engine
     print(f"device {engine.device}  sources {','.join(cfg.sources)}  frame {w}x{h}  frames {args.frames} each, "
           f"alternating blocks of {block}")
     for name, s in sums.items():
         print(f"  {name}: runtimes " + ",".join(f"{k}={v}" for k, v in s["runtimes"].items())
               + f"  model load {loads[name]:.1f} s")
-    print(f"{'p50 (ms)':<14}{'torch':>10}{other:>10}{'ratio':>8}")
-    for k, x, y in rows:
-        print(f"{k:<14}{x:>10.1f}{y:>10.1f}{ratio[k]:>8.2f}")
+    ratio = _ratio_table(sums, "torch", other)
     out = {"device": str(engine.device), "sources": list(cfg.sources), "frame": [w, h], "block": block,
            "compare": {"torch": sums["torch"], other: sums[other]}, "runtime": other,
            "ratio_p50": ratio, "model_load_s": loads, "config": cfg.to_dict()}
