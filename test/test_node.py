@@ -35,7 +35,7 @@ class Harness:
         from sensor_msgs.msg import Image, PointCloud2
         from visualization_msgs.msg import MarkerArray
 
-        from semcorr_ros.msg import CorrespondenceArray
+        from semcorr_ros.msg import CorrespondenceArray, ObjectsArray
         from semcorr_ros.ros.node import CorrespondNode
 
         self.ctx = Context()
@@ -46,6 +46,7 @@ class Harness:
         self.fixture = Node("fixture", context=self.ctx)
         self.pub = RgbdPublisher(self.fixture)
         self.matches = Collector(self.fixture, CorrespondenceArray, f"{NODE}/matches")
+        self.objects = Collector(self.fixture, ObjectsArray, f"{NODE}/objects")
         self.cloud = Collector(self.fixture, PointCloud2, f"{NODE}/matches_3d")
         self.pose = Collector(self.fixture, PoseStamped, f"{NODE}/pose")
         self.markers = Collector(self.fixture, MarkerArray, f"{NODE}/markers")
@@ -330,6 +331,52 @@ def test_reference_reload_and_rejection(h: Harness, tmp_path: Path) -> None:
     while msg.reference_id != "example_robot" and time.monotonic() < deadline:
         msg = h.send_until_answered(KnownScene(0, 0))
     assert msg.reference_id == "example_robot"
+
+
+def test_objects_file_gives_every_object_per_frame(h: Harness, tmp_path: Path) -> None:
+    """An objects file (a 2-view set + a single view): ~/objects lists both objects once per frame, ~/matches
+    carries one array per object with the frame's stamp, the set's keypoints are the union of its views'."""
+    from rclpy.parameter import Parameter
+
+    image = str(EXAMPLE_YAML.parent / "example_reference.png")
+    hands = _write_reference(tmp_path, "hands", {"reference_id": "hands_view", "image": image,
+                                                 "keypoints": {"left_hand": [176.0, 306.0],
+                                                               "right_hand": [466.0, 306.0]}})
+    robot = _write_reference(tmp_path, "robot_set", {"object_id": "robot", "views": [str(EXAMPLE_YAML), str(hands)]})
+    panel = _write_reference(tmp_path, "panel", {"reference_id": "panel", "image": image,
+                                                 "keypoints": {"chest_panel": [320.0, 250.0]}})
+    objects = _write_reference(tmp_path, "objects", {"objects": [str(robot), str(panel)]})
+    try:
+        res = h.node.set_parameters([Parameter("reference_file", value=str(objects))])[0]
+        assert res.successful, res.reason
+        scene = KnownScene(10, 6)
+        deadline, got = time.monotonic() + 90, None
+        while got is None and time.monotonic() < deadline:
+            h.send_until_answered(scene)
+            got = h.objects.wait_for(lambda m: [o.object_id for o in m.objects] == ["robot", "panel"], 1.0)
+        assert got is not None, "no ~/objects message with both objects"
+        robot_msg, panel_msg = got.objects
+        assert robot_msg.view_id in ("example_robot", "hands_view") and panel_msg.view_id == "panel"
+        assert [c.name for c in robot_msg.correspondences] == scene.spec.names  # the hands view adds no new name
+        valid = [c for c in robot_msg.correspondences if c.valid]
+        assert len(valid) >= len(scene.spec.names) - 2
+        for c in valid:
+            expect = scene.expected_xy[scene.spec.names.index(c.name)]
+            assert np.hypot(c.x - expect[0], c.y - expect[1]) <= PIXEL_TOL, c.name
+        assert panel_msg.correspondences[0].name == "chest_panel"
+        per_object = [m for m in h.matches.snapshot() if stamp_of(m) == stamp_of(got)]
+        assert sorted(m.object_id for m in per_object) == ["panel", "robot"]
+        assert all(m.header.stamp == got.header.stamp for m in got.objects)
+        assert 0.0 < got.processing_time <= got.latency
+        m = h.diag.wait_for(lambda m: "robot (2 views)" in str(diag_values(m).get("objects")), 10.0)
+        assert m is not None and diag_values(m)["objects"] == "robot (2 views), panel (1 view)"
+    finally:
+        assert h.node.set_parameters([Parameter("reference_file", value=str(EXAMPLE_YAML))])[0].successful
+    deadline = time.monotonic() + 60
+    msg = h.send_until_answered(KnownScene(0, 0))
+    while msg.object_id != "example_robot" and time.monotonic() < deadline:
+        msg = h.send_until_answered(KnownScene(0, 0))
+    assert msg.object_id == msg.view_id == msg.reference_id == "example_robot"
 
 
 # ---------------------------------------------------------------------------------------------- robustness

@@ -8,6 +8,7 @@ frame), so the outputs line up with the input in time and space.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,14 +18,15 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from semcorr_ros.msg import Correspondence, CorrespondenceArray
+from semcorr_ros.msg import Correspondence, CorrespondenceArray, ObjectsArray
 from semcorr_ros.ros.clouds import points_to_cloud
 
 if TYPE_CHECKING:  # the engine package imports torch: not needed to build messages
+    from semcorr_ros.engine.objects import ObjectResult
     from semcorr_ros.engine.types import MatchResult, PoseResult
 
-__all__ = ["correspondence_array", "cloud_of_valid_points", "pose_stamped", "markers", "rotation_to_quaternion",
-           "MARKER_LIFETIME_S"]
+__all__ = ["correspondence_array", "objects_array", "cloud_of_valid_points", "pose_stamped", "markers",
+           "rotation_to_quaternion", "MARKER_LIFETIME_S"]
 
 #: Markers disappear in RViz this long after the last message (the node stopped or lost the object).
 MARKER_LIFETIME_S = 2.0
@@ -67,18 +69,24 @@ def _pose(p: PoseResult) -> Pose:
 
 
 def correspondence_array(result: MatchResult, header: Header, reference_id: str,
-                         processing_time: float = 0.0, latency: float = 0.0) -> CorrespondenceArray:
+                         processing_time: float = 0.0, latency: float = 0.0, object_id: str | None = None,
+                         view_id: str | None = None) -> CorrespondenceArray:
     """One :class:`Correspondence` per reference keypoint (invalid ones included), plus the pose when valid.
 
-    ``x, y`` and ``point`` are written only where meaningful (``valid`` / ``has_point``); elsewhere they are 0.
+    ``x, y`` and ``point`` are written only where meaningful (``valid`` / ``has_point``); elsewhere they are 0
+    (``ref_x, ref_y`` too for a keypoint no view of the object matched). ``object_id`` and ``view_id`` default
+    to ``reference_id`` (a single view).
     """
     out = CorrespondenceArray(header=_copy_header(header), reference_id=str(reference_id),
+                              object_id=str(reference_id if object_id is None else object_id),
+                              view_id=str(reference_id if view_id is None else view_id),
                               processing_time=float(processing_time), latency=float(latency))
     items = []
     for i, name in enumerate(result.names):
         valid, has_point = bool(result.valid[i]), bool(result.has_3d[i])
-        c = Correspondence(name=str(name), index=i, ref_x=float(result.ref_xy[i, 0]), ref_y=float(result.ref_xy[i, 1]),
-                           score=float(result.score[i]), valid=valid, has_point=has_point)
+        ref_x, ref_y = (float(v) if math.isfinite(v) else 0.0 for v in result.ref_xy[i])
+        c = Correspondence(name=str(name), index=i, ref_x=ref_x, ref_y=ref_y, score=float(result.score[i]),
+                           valid=valid, has_point=has_point)
         if valid:
             c.x, c.y = float(result.xy[i, 0]), float(result.xy[i, 1])
         if has_point:
@@ -95,6 +103,15 @@ def correspondence_array(result: MatchResult, header: Header, reference_id: str,
     else:
         out.pose.orientation.w = 1.0
     return out
+
+
+def objects_array(results: Sequence[ObjectResult], header: Header, processing_time: float = 0.0,
+                  latency: float = 0.0) -> tuple[ObjectsArray, list[CorrespondenceArray]]:
+    """The frame's :class:`ObjectsArray` and, for ~/matches, its per-object :class:`CorrespondenceArray` s."""
+    arrays = [correspondence_array(r.result, header, r.object_id, processing_time, latency, r.object_id, r.view_id)
+              for r in results]
+    return ObjectsArray(header=_copy_header(header), objects=arrays, processing_time=float(processing_time),
+                        latency=float(latency)), arrays
 
 
 def cloud_of_valid_points(result: MatchResult, header: Header) -> PointCloud2:
@@ -115,12 +132,12 @@ def _score_colour(score: float) -> ColorRGBA:
     return ColorRGBA(r=1.0 - s, g=s, b=0.2, a=0.9)
 
 
-def markers(result: MatchResult, header: Header, scale: float = 0.02, ns: str = "semcorr") -> MarkerArray:
-    """RViz markers: a DELETEALL, then per keypoint with a 3D point a sphere (red = low score, green = high)
-    and a text label with its name, ``scale`` metres across, slightly above the sphere."""
+def markers(result: MatchResult, header: Header, scale: float = 0.02, ns: str = "semcorr",
+            clear: bool = True) -> MarkerArray:
+    """RViz markers: a DELETEALL (with ``clear``), then per keypoint with a 3D point a sphere (red = low score,
+    green = high) and a text label with its name, ``scale`` metres across, slightly above the sphere."""
     lifetime = Duration(sec=int(MARKER_LIFETIME_S), nanosec=int((MARKER_LIFETIME_S % 1) * 1e9))
-    clear = Marker(header=_copy_header(header), ns=ns, action=Marker.DELETEALL)
-    out = [clear]
+    out = [Marker(header=_copy_header(header), ns=ns, action=Marker.DELETEALL)] if clear else []
     for i, name in enumerate(result.names):
         if not bool(result.has_3d[i]):
             continue

@@ -282,12 +282,17 @@ class CorrespondNode(Node):
                                         check_frame_ids=bool(self._values["require_matching_frame_ids"]),
                                         rectified=bool(self._values["rectified_input"]))
             extra = {"distortion": frame.distortion} if frame.distortion is not None else {}
-            result = engine.match(frame.rgb, frame.depth, frame.K, **extra)
-            processing = time.perf_counter() - t0
-            latency = self._outputs.publish(frame, result, engine.reference.reference_id, processing,
-                                            float(self._values["marker_scale"]),
-                                            bool(self._values["publish_debug_image"]),
-                                            arrival if self._inputs.stamps.use_arrival else None)
+            show = (float(self._values["marker_scale"]), bool(self._values["publish_debug_image"]),
+                    arrival if self._inputs.stamps.use_arrival else None)
+            objects = getattr(engine, "objects", [])
+            if len(objects) > 1 or (objects and len(objects[0].views) > 1):
+                results = engine.match_objects(frame.rgb, frame.depth, frame.K, **extra)
+                processing = time.perf_counter() - t0
+                latency = self._outputs.publish_objects(frame, results, processing, *show)
+            else:
+                result = engine.match(frame.rgb, frame.depth, frame.K, **extra)
+                processing = time.perf_counter() - t0
+                latency = self._outputs.publish(frame, result, engine.reference.reference_id, processing, *show)
             self._stats.record_published(latency, processing)
             self._failures = 0
         except SemcorrError as exc:
@@ -353,6 +358,8 @@ class CorrespondNode(Node):
             "model": "+".join(self._config.sources),
             "reference_id": spec.reference_id if spec else "", "keypoints": len(spec.names) if spec else 0,
             "reference_error": self._updates.error,
+            "objects": ", ".join(f"{o.object_id} ({len(o.views)} view{'s' if len(o.views) > 1 else ''})"
+                                 for o in self._updates.objects),
             "rate_hz": snap.rate_hz, "latency_p50_ms": snap.latency_p50 * 1e3,
             "latency_p95_ms": snap.latency_p95 * 1e3, "latency_max_ms": snap.latency_max * 1e3,
             "processing_p50_ms": snap.processing_p50 * 1e3,
