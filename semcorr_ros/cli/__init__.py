@@ -22,6 +22,7 @@ COMMANDS = {
     "train-kbcnet": ("train_kbcnet_cmd", "train the KBCNet matching head (CSFA + centre-pivot 4D decoder) on "
                      "cached frozen features"),
     "train-fusion": ("train_fusion_cmd", "learn the fusion weights of the feature sources contrastively (InfoNCE)"),
+    "reference": ("reference_cmd", "make references: capture from a bag, annotate, propose, check, set"),
 }
 
 
