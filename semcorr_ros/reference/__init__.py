@@ -1,7 +1,7 @@
 """Reference files: what the engine matches into live frames.
 
-Three kinds of YAML file, accepted wherever a reference file is (the node's ``reference_file``,
-``semcorr bag-eval --reference``, ``semcorr match``); the format in full is in docs/references.md:
+Three kinds of YAML file (the node's ``reference_file`` takes all three; ``semcorr bag-eval --reference`` and
+``semcorr match`` a single view); the format in full is in docs/references.md and docs/node.md:
 
 - a **single view** (:mod:`.single`): one image of an object with named keypoints, optionally depth and
   intrinsics;
