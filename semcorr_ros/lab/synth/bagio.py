@@ -14,6 +14,8 @@ the bag is rosbag2 format version 8 (readable by ``ros2 bag`` from jazzy on, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from semcorr_ros.groundtruth import GT_MSGTYPE, GT_TOPIC, FrameGroundTruth
@@ -66,8 +68,10 @@ class SceneBagWriter:
         return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](
             sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000)), frame_id=self.frame_id)
 
-    def write_frame(self, rgb: np.ndarray, depth_mm: np.ndarray, K: np.ndarray, gt: FrameGroundTruth) -> None:
-        """One frame: colour, aligned depth, camera info and ground truth, all stamped ``gt.stamp_ns``."""
+    def write_frame(self, rgb: np.ndarray, depth_mm: np.ndarray, K: np.ndarray, gt: FrameGroundTruth,
+                    more: Sequence[FrameGroundTruth] = ()) -> None:
+        """One frame: colour, aligned depth, camera info and ground truth, all stamped ``gt.stamp_ns``; ``more``:
+        the ground truth of further objects (several-object scenes), one more record each on the same topic."""
         T = self.ts.types
         stamp = int(gt.stamp_ns)
         h, w = depth_mm.shape
@@ -84,6 +88,9 @@ class SceneBagWriter:
         }
         for topic, msg in msgs.items():
             self.writer.write(self.conns[topic], stamp, self.ts.serialize_cdr(msg, TOPICS[topic]))
+        for g in more:
+            msg = T["std_msgs/msg/String"](data=g.to_json())
+            self.writer.write(self.conns[GT_TOPIC], stamp, self.ts.serialize_cdr(msg, TOPICS[GT_TOPIC]))
         self.count += 1
 
 

@@ -48,26 +48,68 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_reference(ref: SceneReference, folder: Path) -> Path:
-    """``reference.yaml`` + ``reference.png`` + ``reference_depth.png`` (16-bit mm) in ``folder``; returns the
-    YAML path (loadable by :func:`semcorr_ros.reference.load_reference`)."""
-    _write_bytes(folder / "reference.png", _png_bytes(ref.image))
-    _write_bytes(folder / "reference_depth.png", _png_bytes(ref.depth.astype(np.uint16)))
+def write_reference(ref: SceneReference, folder: Path, stem: str = "reference", extra: dict | None = None) -> Path:
+    """``<stem>.yaml`` + ``<stem>.png`` + ``<stem>_depth.png`` (16-bit mm) in ``folder`` (default stem
+    ``reference``); returns the YAML path (loadable by :func:`semcorr_ros.reference.load_reference`). ``extra``:
+    further keys written last."""
+    _write_bytes(folder / f"{stem}.png", _png_bytes(ref.image))
+    _write_bytes(folder / f"{stem}_depth.png", _png_bytes(ref.depth.astype(np.uint16)))
     K = ref.K
     doc = {
         "reference_id": ref.reference_id,
-        "image": "reference.png",
-        "depth": "reference_depth.png",
+        "image": f"{stem}.png",
+        "depth": f"{stem}_depth.png",
         "depth_scale": 0.001,
         "intrinsics": [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])],
         "keypoints": {n: [round(float(x), 3), round(float(y), 3)] for n, (x, y) in zip(ref.names, ref.keypoints)},
         "category": ref.category,
         "instance": ref.instance,
         "object_pose": [[float(v) for v in row] for row in ref.object_pose],
+        **(extra or {}),
     }
-    path = folder / "reference.yaml"
+    path = folder / f"{stem}.yaml"
     _write_bytes(path, yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120).encode())
     return path
+
+
+def write_reference_views(ref: SceneReference, folder: Path, ground_truth_instance: str,
+                          object_id: str) -> Path:
+    """The reference set of ``ref.views``: ``reference_set.yaml`` naming ``reference.yaml`` (view 0, written by
+    :func:`write_reference`) and ``reference_view<i>.yaml`` (+ PNGs) for the other views. The set carries
+    ``category`` and ``ground_truth_instance`` (the scene's instance it is the reference for; ``semcorr bag-eval``
+    pairs objects with the bag's ground truth by it)."""
+    from semcorr_ros.reference.writer import write_reference_set
+
+    files = [folder / "reference.yaml"]
+    for i, view in enumerate(ref.views[1:], 1):
+        stem = f"reference_view{view.reference_id.rsplit('_view', 1)[-1]}" if "_view" in view.reference_id \
+            else f"reference_view{i}"
+        files.append(write_reference(view, folder, stem))
+    path = write_reference_set(folder / "reference_set.yaml", object_id, files)
+    doc = yaml.safe_load(path.read_text())
+    doc.update({"category": ref.category, "ground_truth_instance": ground_truth_instance})
+    header = path.read_text().splitlines()[0]
+    _write_bytes(path, (header + "\n" + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None,
+                                                       width=120)).encode())
+    return path
+
+
+def _set_doc(ref: SceneReference) -> dict:
+    return {"file": "reference_set.yaml",
+            "views": [{"reference_id": v.reference_id, "view": v.view, "visible_keypoints": list(v.names)}
+                      for v in ref.views]}
+
+
+def _merged(gts: Sequence) -> object:
+    """The ground truth of several objects as one record (for the preview's drawing only)."""
+    from dataclasses import replace
+
+    if len(gts) == 1:
+        return gts[0]
+    return replace(gts[0], names=[f"{g.instance}/{n}" for g in gts for n in g.names],
+                   keypoints_2d=np.concatenate([g.keypoints_2d for g in gts]),
+                   visible=np.concatenate([g.visible for g in gts]),
+                   object_fraction=float(sum(g.object_fraction for g in gts)))
 
 
 def _stats(values: Sequence[float], digits: int = 5) -> dict:
@@ -86,9 +128,11 @@ def write_scene(scene: Scene, folder: Path, storage: str = "mcap", command: Sequ
 
     spec = scene.spec
     n = len(scene)
+    n_obj = len(scene.models)
     keep = sorted({0, n // 3, (2 * n) // 3, n - 1})
     kept = {}
-    fractions, nvis = [], []
+    fractions: list[list[float]] = [[] for _ in range(n_obj)]
+    nvis: list[list[int]] = [[] for _ in range(n_obj)]
     t0 = time.perf_counter()
     render_s = 0.0
     tmp_parent = folder / ".bag.partial"
@@ -97,25 +141,55 @@ def write_scene(scene: Scene, folder: Path, storage: str = "mcap", command: Sequ
     with SceneBagWriter(tmp_bag, storage) as bag:
         for i in range(n):
             t = time.perf_counter()
-            rgb, depth, K, gt = scene.render(i)
+            (rgb, depth, K, gt), gts = scene.render_objects(i)
             render_s += time.perf_counter() - t
-            bag.write_frame(rgb, depth, K, gt)
-            fractions.append(gt.object_fraction)
-            nvis.append(int(gt.visible.sum()))
+            bag.write_frame(rgb, depth, K, gt, gts[1:])
+            for j, g in enumerate(gts):
+                fractions[j].append(g.object_fraction)
+                nvis[j].append(int(g.visible.sum()))
             if i in keep:
-                kept[i] = (rgb, gt)
+                kept[i] = (rgb, _merged(gts))
             if progress is not None:
                 progress(1)
     os.rename(tmp_bag, folder / "bag")
     tmp_parent.rmdir()
-    write_reference(scene.reference, folder)
+    multi = bool(spec.objects)
+    objects_doc = []
+    if not multi:
+        write_reference(scene.reference, folder)
+        if spec.reference_views:
+            write_reference_views(scene.reference, folder, scene.instance, spec.category)
+    else:
+        from semcorr_ros.reference.writer import write_objects
+
+        files = []
+        for ref, oid, inst in zip(scene.references, scene.object_ids, scene.instances):
+            sub = folder / oid
+            sub.mkdir()
+            extra = {"ground_truth_instance": inst}
+            files.append(write_reference(ref, sub, extra=extra))
+            if spec.reference_views:
+                files[-1] = write_reference_views(ref, sub, inst, oid)
+        write_objects(folder / "objects.yaml", files)
+        for j, (ref, oid, inst, model, T) in enumerate(zip(scene.references, scene.object_ids, scene.instances,
+                                                           scene.models, scene.T_world_objects)):
+            o = {"object_id": oid, "category": model.category, "instance": inst, "instance_params": model.params,
+                 "folder": oid, "reference_file": Path(files[j]).relative_to(folder).as_posix(),
+                 "position_m": [round(float(v), 4) for v in T[:3, 3]],
+                 "reference": {"instance": ref.instance, "params": ref.params, "view": ref.view,
+                               "visible_keypoints": list(ref.names)},
+                 "keypoint_names": list(model.names),
+                 "object_fraction": _stats(fractions[j]), "visible_keypoints": _stats(nvis[j], 3)}
+            if spec.reference_views:
+                o["reference_set"] = _set_doc(ref)
+            objects_doc.append(o)
     _write_bytes(folder / "preview.png", _png_bytes(contact_sheet(kept, scene.reference)))
     ref = scene.reference
     K = scene.K
     doc = {
         "schema": SCHEMA,
         "command": list(command) if command is not None else None,
-        "category": spec.category,
+        "category": scene.category,
         "seed": int(spec.seed),
         "instance": scene.instance,
         "instance_params": scene.model.params,
@@ -135,10 +209,20 @@ def write_scene(scene: Scene, folder: Path, storage: str = "mcap", command: Sequ
         "frame_id": FRAME_ID,
         "topics": {"color": COLOR_TOPIC, "depth": DEPTH_TOPIC, "camera_info": INFO_TOPIC,
                    "ground_truth": GT_TOPIC},
-        "object_fraction": _stats(fractions),
-        "visible_keypoints": _stats(nvis, 3),
+        "object_fraction": _stats(fractions[0]),
+        "visible_keypoints": _stats(nvis[0], 3),
         "camera_distance_m": round(float(scene.orbit.dist), 4),
     }
+    # keys only present with the options that add them (the default scene.json stays as it always was)
+    if spec.orbit != "swing":
+        doc["orbit"] = spec.orbit
+    if spec.reference_views:
+        doc["reference_views"] = int(spec.reference_views)
+        if not multi:
+            doc["reference_set"] = _set_doc(ref)
+    if multi:
+        doc["objects"] = objects_doc
+        doc["objects_file"] = "objects.yaml"
     _write_bytes(folder / "scene.json", (json.dumps(doc, indent=2) + "\n").encode())
     total = time.perf_counter() - t0
     return {**doc, "timing": {"render_s_per_frame": render_s / n, "write_s": total}}

@@ -40,6 +40,14 @@ DEFAULT_FX = 615.0
 VIS_TOL_M = 0.003
 VIS_TOL_REL = 0.002
 SMALL_OBJECT_MAX_FRACTION = 0.05
+#: camera trajectories: ``swing`` (on the reference's side) and ``full`` (one turn around the object)
+ORBITS = ("swing", "full")
+#: at most this many views in a synthetic reference set (the reference set format's own limit)
+MAX_REFERENCE_VIEWS = 16
+#: at most this many objects in one scene (the objects file's limit)
+MAX_OBJECTS = 8
+#: in a reference set, a view needs at least this many visible keypoints (else it is raised, then left out)
+MIN_SET_VIEW_KEYPOINTS = 3
 
 
 def intrinsics(width: int, height: int, fx: float | None = None) -> np.ndarray:
@@ -64,6 +72,12 @@ class SceneSpec:
         shadows: cast shadows of the directional light.
         fx: focal length in pixels (default ``615 * width / 640``).
         start_ns: stamp of frame 0.
+        orbit: ``swing`` (default: a hand-held swing on the reference's side) or ``full`` (one 360-degree turn
+            around the object over the sequence).
+        reference_views: 0 (default) or N >= 1: also a reference set of N views of the reference instance,
+            spread around it (azimuths ``a0 + 360 * i / N``; view 0 is the single reference view).
+        objects: several categories in one scene (e.g. ``("mug", "bottle")``), placed apart; empty (default):
+            the one ``category``. With objects, ``category`` is ignored.
     """
 
     category: str = "mug"
@@ -78,10 +92,26 @@ class SceneSpec:
     shadows: bool = True
     fx: float | None = None
     start_ns: int = START_NS
+    orbit: str = "swing"
+    reference_views: int = 0
+    objects: tuple[str, ...] = ()
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The categories of the scene's objects, in order (``(category,)`` without ``objects``)."""
+        return tuple(self.objects) if self.objects else (self.category,)
 
     def validate(self) -> None:
         """:class:`ConfigError` naming the first bad field."""
-        get_category(self.category)
+        for c in self.categories:
+            get_category(c)
+        if self.objects and not 1 <= len(self.objects) <= MAX_OBJECTS:
+            raise ConfigError(f"objects must list 1 to {MAX_OBJECTS} categories, got {len(self.objects)}")
+        if self.orbit not in ORBITS:
+            raise ConfigError(f"orbit must be one of {', '.join(ORBITS)}, got {self.orbit!r}")
+        if not isinstance(self.reference_views, (int, np.integer)) or not (
+                0 <= self.reference_views <= MAX_REFERENCE_VIEWS):
+            raise ConfigError(f"reference_views must be in [0, {MAX_REFERENCE_VIEWS}], got {self.reference_views!r}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not 1 <= int(self.frames) <= 1_000_000:
@@ -132,6 +162,10 @@ class SceneReference:
     keypoints_3d: np.ndarray
     params: dict = field(default_factory=dict)
     view: dict = field(default_factory=dict)
+    #: with ``SceneSpec.reference_views``: every view of the reference set (``views[0]`` is this view itself)
+    views: list["SceneReference"] = field(default_factory=list)
+    #: the object's id in a several-object scene (its category, ``mug_2`` for a second mug), else ""
+    object_id: str = ""
 
     def to_reference_spec(self):
         """As a :class:`semcorr_ros.reference.ReferenceSpec` (depth in metres, NaN invalid), ready for the
@@ -209,6 +243,8 @@ class Orbit:
     roll_amp: float
     roll_period: float
     roll_phase: float
+    #: ``full`` orbits: seconds of one 360-degree turn (the azimuth then grows steadily from ``az0``)
+    full_period: float | None = None
 
     @staticmethod
     def sample(rng: np.random.Generator, centre: np.ndarray, yaw: float, radius: float, small: bool) -> "Orbit":
@@ -230,7 +266,10 @@ class Orbit:
                      roll_period=rng.uniform(4, 9), roll_phase=rng.uniform(0, 2 * np.pi))
 
     def azimuth(self, t: float) -> float:
-        """Object-frame azimuth (rad) of the camera at time ``t`` (s): bounded, smooth, moving at ~az_speed."""
+        """Object-frame azimuth (rad) of the camera at time ``t`` (s): bounded, smooth, moving at ~az_speed
+        (``full``: ``az0 + 2 pi t / full_period``, one turn)."""
+        if self.full_period is not None:
+            return self.az0 + 2 * np.pi * t / self.full_period
         return self.az0 + self.az_amp * np.sin(self.az_speed * t / self.az_amp + self.az_phase)
 
     def pose(self, t: float, dist_scale: float = 1.0) -> np.ndarray:
@@ -269,11 +308,12 @@ class _Entity:
 class World:
     """Static geometry in one ``RaycastingScene`` plus the per-triangle shading tables.
 
-    Entity 0 is the target object; its geometry id is :attr:`target_id`.
+    Entity 0 is the target object; its geometry id is :attr:`target_id`. With several objects, entities
+    ``0 .. n_targets - 1`` are the objects (geometry ids :attr:`target_ids`).
     """
 
     def __init__(self, entities: list[_Entity], light_dir: np.ndarray, light_rgb: np.ndarray, ambient: float,
-                 diffuse: float, shadows: bool = True):
+                 diffuse: float, shadows: bool = True, n_targets: int = 1):
         o3d = open3d()
         o3c = o3d.core
         self.scene = o3d.t.geometry.RaycastingScene()
@@ -297,6 +337,7 @@ class World:
         if ids != list(range(len(entities))):  # pragma: no cover - open3d numbers geometries 0, 1, ...
             raise RuntimeError(f"unexpected open3d geometry ids {ids}")
         self.target_id = ids[0]
+        self.target_ids = list(ids[:n_targets])
         self.tri_offset = np.asarray(offs, np.int64)
         cn = np.concatenate(normals)  # [M, 3 corners, 3 xyz]
         self.corner_normals = np.ascontiguousarray(cn.reshape(-1, 9).T)  # [9, M]
@@ -412,7 +453,10 @@ class World:
 
     def target_fraction(self, T_wc: np.ndarray, K: np.ndarray, width: int, height: int) -> float:
         res, _ = self.cast_camera(T_wc, K, width, height)
-        return float(np.mean(res["geometry_ids"] == self.target_id))
+        gid = res["geometry_ids"]
+        if len(self.target_ids) == 1:
+            return float(np.mean(gid == self.target_id))
+        return float(np.mean(np.isin(gid, self.target_ids)))
 
     def visibility(self, T_wc: np.ndarray, points_world: np.ndarray) -> np.ndarray:
         """[K] bool: nothing is hit between the camera and each point (up to the tolerance)."""
@@ -452,9 +496,11 @@ def _room(rng: np.random.Generator, centre: np.ndarray, half: float, ceiling: fl
 
 
 def _clutter(rng: np.random.Generator, centre: np.ndarray, yaw: float, obj_radius: float, foot: float,
-             free_az: tuple[float, float]) -> list[_Entity]:
+             free_az: tuple[float, float], ring: tuple[float, float] | None = None) -> list[_Entity]:
     """4-8 random boxes/cylinders/spheres on the floor, behind and beside the object: their (object-frame)
-    azimuths avoid the sector ``free_az`` the camera moves in."""
+    azimuths avoid the sector ``free_az`` the camera moves in. With ``ring = (r_in, r_out)`` (full orbits, where
+    the camera goes all round) they stand at any azimuth between ``r_in`` and ``r_out`` of the centre instead,
+    outside the camera's circle (the same random draws, mapped to that ring)."""
     lo, hi = free_az
     out = []
     n = int(rng.integers(4, 9))
@@ -464,7 +510,11 @@ def _clutter(rng: np.random.Generator, centre: np.ndarray, yaw: float, obj_radiu
             break
         size = obj_radius * rng.uniform(0.35, 1.3)
         az = rng.uniform(hi, lo + 2 * np.pi) + yaw  # outside [lo, hi]
-        rho = foot + 0.5 * size + rng.uniform(0.03, 0.45) * max(obj_radius * 3, 0.2)
+        u = rng.uniform(0.03, 0.45)
+        if ring is None:
+            rho = foot + 0.5 * size + u * max(obj_radius * 3, 0.2)
+        else:
+            rho = ring[0] + 0.5 * size + (u - 0.03) / 0.42 * max(ring[1] - ring[0] - size, 0.02)
         pos = centre[:2] + rho * np.array([np.cos(az), np.sin(az)])
         if any(np.hypot(pos[0] - x, pos[1] - y) < 0.5 * (size + s) for x, y, s in placed):
             continue
@@ -493,7 +543,9 @@ def _light(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, flo
 
 def _build_world(model: Model, rng_mat: np.random.Generator, rng_room: np.random.Generator,
                  rng_clutter: np.random.Generator | None, yaw: float, room_half: float, ceiling: float,
-                 free_az: tuple[float, float], shadows: bool) -> tuple[World, np.ndarray]:
+                 free_az: tuple[float, float], shadows: bool,
+                 ring: tuple[float, float] | None = None) -> tuple[World, np.ndarray]:
+    """The world of one object (at the world origin, yawed by ``yaw``) in its room, with clutter."""
     T_wo = _pose(_rot_z(yaw), [0.0, 0.0, 0.0])
     mats = object_materials(model.category, model.part_names, model.params, rng_mat)
     target = _Entity(model.mesh.transformed(T_wo), mats, T_wo)
@@ -502,19 +554,38 @@ def _build_world(model: Model, rng_mat: np.random.Generator, rng_room: np.random
     if rng_clutter is not None:
         v = model.mesh.vertices
         foot = float(np.hypot(v[:, 0], v[:, 1]).max())
-        entities += _clutter(rng_clutter, np.zeros(3), yaw, model.radius, foot, free_az)
+        entities += _clutter(rng_clutter, np.zeros(3), yaw, model.radius, foot, free_az, ring)
     light = _light(rng_room)
     return World(entities, *light, shadows=shadows), T_wo
 
 
-def _target_only_world(model: Model, yaw: float) -> World:
-    """The object alone (plain materials, no room, no shadows): for the distance calibration."""
+def _build_group_world(models: list[Model], rng_mats: list[np.random.Generator], poses: list[np.ndarray],
+                       rng_room: np.random.Generator, rng_clutter: np.random.Generator | None, yaw: float,
+                       obj_radius: float, foot: float, room_half: float, ceiling: float,
+                       free_az: tuple[float, float], shadows: bool, ring: tuple[float, float] | None) -> World:
+    """Several objects (``poses``: ``T_world_object`` each) in one room: entities 0..n-1 are the objects."""
+    targets = []
+    for model, rng_mat, T_wo in zip(models, rng_mats, poses):
+        mats = object_materials(model.category, model.part_names, model.params, rng_mat)
+        targets.append(_Entity(model.mesh.transformed(T_wo), mats, T_wo))
+    room_centre = rng_room.uniform(-0.3, 0.3, 2) * room_half
+    entities = targets + _room(rng_room, room_centre, room_half, ceiling)
+    if rng_clutter is not None:
+        entities += _clutter(rng_clutter, np.zeros(3), yaw, obj_radius, foot, free_az, ring)
+    light = _light(rng_room)
+    return World(entities, *light, shadows=shadows, n_targets=len(models))
+
+
+def _target_only_world(model: Model, yaw: float, group: list[tuple[Model, np.ndarray]] | None = None) -> World:
+    """The object alone (plain materials, no room, no shadows): for the distance calibration. ``group``: the
+    objects ``(model, T_world_object)`` of a several-object scene instead (all of them count as the target)."""
     from semcorr_ros.lab.synth.materials import Material
 
     plain = Material("plain", np.full((3, 3), 0.5, np.float32), 0.01, np.eye(3), np.zeros(3), grain=0.0)
-    T_wo = _pose(_rot_z(yaw), [0.0, 0.0, 0.0])
-    ent = _Entity(model.mesh.transformed(T_wo), [plain] * len(model.part_names), T_wo)
-    return World([ent], np.array([0.0, 0.0, 1.0]), np.ones(3), 0.5, 0.5, shadows=False)
+    if group is None:
+        group = [(model, _pose(_rot_z(yaw), [0.0, 0.0, 0.0]))]
+    ents = [_Entity(m.mesh.transformed(T), [plain] * len(m.part_names), T) for m, T in group]
+    return World(ents, np.array([0.0, 0.0, 1.0]), np.ones(3), 0.5, 0.5, shadows=False, n_targets=len(ents))
 
 
 def _calibrate_distance(world: World, pose_fn, times: list[float], target: float, aspect: float,
@@ -536,6 +607,37 @@ def _calibrate_distance(world: World, pose_fn, times: list[float], target: float
     return scale
 
 
+def _fit_points_distance(orbit: Orbit, points_world: np.ndarray, K: np.ndarray, width: int, height: int,
+                         d0: float, times: list[float], margin: float = 0.04) -> float:
+    """The smallest orbit distance >= ``d0`` (in 4 % steps) at which every point projects inside the image,
+    ``margin`` x the image size away from its border, at each of ``times``."""
+    dist0 = orbit.dist
+    lo_x, hi_x = margin * width, (1 - margin) * width
+    lo_y, hi_y = margin * height, (1 - margin) * height
+    d = d0
+    try:
+        for _ in range(60):
+            orbit.dist = d
+            ok = True
+            for t in times:
+                T_cw = np.linalg.inv(orbit.pose(t))
+                p = points_world @ T_cw[:3, :3].T + T_cw[:3, 3]
+                if (p[:, 2] <= 1e-3).any():
+                    ok = False
+                    break
+                uv = p @ K.T
+                u, v = uv[:, 0] / uv[:, 2], uv[:, 1] / uv[:, 2]
+                if u.min() < lo_x or u.max() > hi_x or v.min() < lo_y or v.max() > hi_y:
+                    ok = False
+                    break
+            if ok:
+                return d
+            d *= 1.04
+        return d
+    finally:
+        orbit.dist = dist0
+
+
 def _fit_distance(radius: float, K: np.ndarray, width: int, height: int, margin: float = 1.08) -> float:
     """Distance at which a sphere of ``radius`` centred on the optical axis fits the narrower field of view."""
     half = min(np.arctan(width / 2 / K[0, 0]), np.arctan(height / 2 / K[1, 1]))
@@ -543,24 +645,43 @@ def _fit_distance(radius: float, K: np.ndarray, width: int, height: int, margin:
 
 
 class Scene:
-    """A rendered-on-demand scene (see the module docstring). Build it with :func:`render_scene`."""
+    """A rendered-on-demand scene (see the module docstring). Build it with :func:`render_scene`.
+
+    With ``spec.objects`` the scene holds several objects: :attr:`models`, :attr:`T_world_objects`,
+    :attr:`instances`, :attr:`object_ids` and :attr:`references` list them in order (the first one is also
+    :attr:`model`, :attr:`T_world_object`, :attr:`instance` and :attr:`reference`), and :meth:`render_objects`
+    gives every object's ground truth.
+    """
 
     def __init__(self, spec: SceneSpec):
         spec.validate()
         self.spec = spec
-        cat = get_category(spec.category)
-        s, c = spec.seed, spec.category
+        cats = spec.categories
+        s, c = spec.seed, cats[0]
         self.category = c
-        self.model = cat.instance(_rng(s, c, "instance"))
-        self.instance = f"{c}_{s:04d}"
-        self.names = list(self.model.names)
         self.K = intrinsics(spec.width, spec.height, spec.fx)
         self._noise_model = DepthNoise()
+        dups = _duplicate_index(cats)
+        self.object_ids = [ci if k == 0 else f"{ci}_{k + 1}" for ci, k in zip(cats, dups)]
+        self.instances = [f"{ci}_{s:04d}" + ("" if k == 0 else f"_{k + 1}") for ci, k in zip(cats, dups)]
+        if len(cats) == 1 and not spec.objects:
+            self._init_single(spec)
+        else:
+            self._init_group(spec, cats, dups)
+        self.instance = self.instances[0]
+        self.names = list(self.model.names)
+
+    def _init_single(self, spec: SceneSpec) -> None:
+        s, c = spec.seed, self.category
+        cat = get_category(c)
+        self.model = cat.instance(_rng(s, c, "instance"))
         rng_traj = _rng(s, c, "trajectory")
         yaw = float(rng_traj.uniform(0, 2 * np.pi))
         self.T_world_object = _pose(_rot_z(yaw), [0.0, 0.0, 0.0])
         centre_w = self.T_world_object[:3, :3] @ self.model.centre
         self.orbit = Orbit.sample(rng_traj, centre_w, yaw, self.model.radius, spec.small_object)
+        if spec.orbit == "full":
+            self.orbit.full_period = spec.frames / spec.rate
         if spec.small_object:
             self.target_fraction = float(rng_traj.uniform(0.018, 0.028))
         else:
@@ -584,12 +705,79 @@ class Scene:
         reach = self.orbit.dist * (1 + self.orbit.dist_amp) + float(np.linalg.norm(self.orbit.look_amp))
         room_half = max(room_draw, (reach + 0.3) / 0.7)
         ceiling = max(2.6, self.orbit.max_height() + 0.5)
-        margin = 40 * np.pi / 180
-        free = (self.orbit.az0 - self.orbit.az_amp - margin, self.orbit.az0 + self.orbit.az_amp + margin)
+        free, ring = self._clutter_area(reach, room_half)
         self.world, _ = _build_world(self.model, _rng(s, c, "materials"), _rng(s, c, "room"),
                                      _rng(s, c, "clutter") if spec.clutter else None, yaw, room_half, ceiling,
-                                     free, spec.shadows)
+                                     free, spec.shadows, ring)
         self.reference = _make_reference(spec, self.K)
+        self.models, self.T_world_objects, self.references = [self.model], [self.T_world_object], [self.reference]
+
+    def _clutter_area(self, reach: float, room_half: float) -> tuple[tuple[float, float], tuple | None]:
+        """Where clutter may stand: outside the swing's sector, or (full orbits) in a ring outside the camera's
+        circle (the room's centre is drawn within 30 % of its half size of the object, hence 0.7)."""
+        if self.spec.orbit == "full":
+            return (0.0, 0.0), (reach + 0.15, max(0.7 * room_half - 0.05, reach + 0.3))
+        margin = 40 * np.pi / 180
+        return (self.orbit.az0 - self.orbit.az_amp - margin, self.orbit.az0 + self.orbit.az_amp + margin), None
+
+    def _init_group(self, spec: SceneSpec, cats: tuple[str, ...], dups: list[int]) -> None:
+        """Several objects, all yawed alike, standing in a row across the central line of sight (so that they
+        overlap little from the orbit's middle), the camera looking at the group's centre."""
+        s, c = spec.seed, self.category
+        extra = [() if k == 0 else (k,) for k in dups]
+        self.models = [get_category(ci).instance(_rng(s, ci, "instance", *e)) for ci, e in zip(cats, extra)]
+        rng_traj = _rng(s, c, "trajectory")
+        yaw = float(rng_traj.uniform(0, 2 * np.pi))
+        self.orbit = Orbit.sample(rng_traj, np.zeros(3), yaw, 1.0, spec.small_object)
+        if spec.orbit == "full":
+            self.orbit.full_period = spec.frames / spec.rate
+        feet = [float(np.hypot(m.mesh.vertices[:, 0], m.mesh.vertices[:, 1]).max()) for m in self.models]
+        gap = 0.04 + 0.5 * max(feet)
+        along = [0.0]
+        for a, b in zip(feet[:-1], feet[1:]):
+            along.append(along[-1] + a + b + gap)
+        mid = 0.5 * (along[0] - feet[0] + along[-1] + feet[-1])
+        d_line = yaw + self.orbit.az0 + np.pi / 2
+        u = np.array([np.cos(d_line), np.sin(d_line), 0.0])
+        R = _rot_z(yaw)
+        self.T_world_objects = [_pose(R, (a - mid) * u) for a in along]
+        self.model, self.T_world_object = self.models[0], self.T_world_objects[0]
+        centres = [T[:3, 3] + R @ m.centre for m, T in zip(self.models, self.T_world_objects)]
+        centre_w = np.mean(centres, axis=0)
+        radius = max(float(np.linalg.norm(cj - centre_w)) + m.radius for cj, m in zip(centres, self.models))
+        self.orbit.centre = centre_w
+        self.orbit.look_amp = self.orbit.look_amp * radius
+        per_object = (float(rng_traj.uniform(0.018, 0.028)) if spec.small_object
+                      else float(rng_traj.uniform(0.06, 0.12)))
+        self.target_fraction = min(per_object * len(cats), 0.35)
+        fx_over_w = self.K[0, 0] / spec.width
+        d_guess = radius * self.K[0, 0] / np.sqrt(self.target_fraction * spec.width * spec.height / np.pi) * 0.8
+        room_draw = float(rng_traj.uniform(2.2, 4.5))
+        self.orbit.dist = d_guess
+        duration = max(spec.frames - 1, 1) / spec.rate
+        times = list(np.linspace(0, duration, 5))
+        alone = _target_only_world(self.model, yaw, list(zip(self.models, self.T_world_objects)))
+        d = d_guess * _calibrate_distance(alone, self.orbit.pose, times, self.target_fraction,
+                                          spec.width / spec.height, fx_over_w, 1.0)
+        # the group's bounding sphere is far too loose for a row of objects: the distance is instead raised until
+        # every vertex of every object projects inside the image (with a margin) all along the orbit
+        verts = np.concatenate([(T[:3, :3] @ m.mesh.vertices[::max(1, len(m.mesh.vertices) // 1500)].T).T
+                                + T[:3, 3] for m, T in zip(self.models, self.T_world_objects)])
+        self.orbit.dist = _fit_points_distance(self.orbit, verts, self.K, spec.width, spec.height, d,
+                                               list(np.linspace(0, duration, 13)))
+        reach = self.orbit.dist * (1 + self.orbit.dist_amp) + float(np.linalg.norm(self.orbit.look_amp))
+        room_half = max(room_draw, (reach + 0.3) / 0.7)
+        ceiling = max(2.6, self.orbit.max_height() + 0.5)
+        free, ring = self._clutter_area(reach, room_half)
+        foot = max(float(np.linalg.norm(T[:2, 3])) + f for T, f in zip(self.T_world_objects, feet))
+        self.world = _build_group_world(
+            self.models, [_rng(s, ci, "materials", *e) for ci, e in zip(cats, extra)], self.T_world_objects,
+            _rng(s, c, "room"), _rng(s, c, "clutter") if spec.clutter else None, yaw,
+            float(np.mean([m.radius for m in self.models])), foot, room_half, ceiling, free, spec.shadows, ring)
+        self.references = [_make_reference(spec, self.K, ci, e) for ci, e in zip(cats, extra)]
+        for ref, oid in zip(self.references, self.object_ids):
+            ref.object_id = oid
+        self.reference = self.references[0]
 
     def __len__(self) -> int:
         return int(self.spec.frames)
@@ -608,7 +796,14 @@ class Scene:
         return (self.render(i) for i in range(len(self)))
 
     def render(self, i: int) -> Frame:
-        """Frame ``i`` (0-based): deterministic, independent of the order frames are rendered in."""
+        """Frame ``i`` (0-based): deterministic, independent of the order frames are rendered in (the first
+        object's ground truth; :meth:`render_objects` for every object's)."""
+        frame, _ = self.render_objects(i)
+        return frame
+
+    def render_objects(self, i: int) -> tuple[Frame, list[FrameGroundTruth]]:
+        """Frame ``i`` and the ground truth of every object (in :attr:`object_ids` order; ``frame.gt`` is the
+        first)."""
         if not 0 <= i < len(self):
             raise IndexError(f"frame {i} out of range 0..{len(self) - 1}")
         spec = self.spec
@@ -618,14 +813,27 @@ class Scene:
             depth = noisy_depth_mm(z, _rng(spec.seed, self.category, "depth-noise", i), self._noise_model)
         else:
             depth = clean_depth_mm(z)
-        gt = _ground_truth(self.world, self.model, T_wc, self.T_world_object, self.K, gid, spec.width, spec.height)
-        gt = FrameGroundTruth(stamp_ns=spec.stamp_ns(i), frame_index=i, category=self.category,
-                              instance=self.instance, names=list(self.names), **gt)
-        return Frame(rgb, depth, self.K.copy(), gt)
+        gts = []
+        for j, (model, T_wo, instance) in enumerate(zip(self.models, self.T_world_objects, self.instances)):
+            g = _ground_truth(self.world, model, T_wc, T_wo, self.K, gid, spec.width, spec.height,
+                              self.world.target_ids[j])
+            gts.append(FrameGroundTruth(stamp_ns=spec.stamp_ns(i), frame_index=i, category=model.category,
+                                        instance=instance, names=list(model.names), **g))
+        return Frame(rgb, depth, self.K.copy(), gts[0]), gts
+
+
+def _duplicate_index(cats: tuple[str, ...]) -> list[int]:
+    """Per entry, how many times its category came before (0 for the first of each category)."""
+    seen: dict[str, int] = {}
+    out = []
+    for ci in cats:
+        out.append(seen.get(ci, 0))
+        seen[ci] = out[-1] + 1
+    return out
 
 
 def _ground_truth(world: World, model: Model, T_wc: np.ndarray, T_wo: np.ndarray, K: np.ndarray, gid: np.ndarray,
-                  width: int, height: int) -> dict:
+                  width: int, height: int, target_id: int | None = None) -> dict:
     T_co = np.linalg.inv(T_wc) @ T_wo
     kp_h = np.concatenate([model.keypoints, np.ones((len(model.keypoints), 1))], 1)
     kp3 = (T_co @ kp_h.T).T[:, :3]
@@ -637,7 +845,7 @@ def _ground_truth(world: World, model: Model, T_wc: np.ndarray, T_wo: np.ndarray
               & (kp2[:, 1] <= height - 0.5))
     kp_w = (T_wo @ kp_h.T).T[:, :3]
     visible = inside & world.visibility(T_wc, kp_w)
-    mask = gid == world.target_id
+    mask = gid == (world.target_id if target_id is None else target_id)
     if mask.any():
         ys, xs = np.nonzero(mask)
         bbox = np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
@@ -653,12 +861,15 @@ _REFERENCE_VIEWS = [(35, 30), (-35, 30), (50, 35), (-50, 35), (25, 40), (-25, 40
                     (90, 35), (-90, 35), (35, 50), (-35, 50), (135, 35), (-135, 35), (180, 35)]
 
 
-def _make_reference(spec: SceneSpec, K: np.ndarray) -> SceneReference:
-    c, s = spec.category, spec.seed
+def _make_reference(spec: SceneSpec, K: np.ndarray, category: str | None = None,
+                    extra: tuple[int, ...] = ()) -> SceneReference:
+    """The reference instance of ``category`` (default ``spec.category``; ``extra`` = ``(k,)`` for the k-th
+    repeat of a category in a several-object scene) and its view; with ``spec.reference_views`` its set."""
+    c, s = category or spec.category, spec.seed
     cat = get_category(c)
-    model = cat.instance(_rng(s, c, "ref-instance"))
-    instance = f"{c}_{s:04d}_ref"
-    rng = _rng(s, c, "ref-view")
+    model = cat.instance(_rng(s, c, "ref-instance", *extra))
+    instance = f"{c}_{s:04d}" + (f"_{extra[0] + 1}" if extra else "") + "_ref"
+    rng = _rng(s, c, "ref-view", *extra)
     yaw = float(rng.uniform(0, 2 * np.pi))
     T_wo = _pose(_rot_z(yaw), [0.0, 0.0, 0.0])
     centre = T_wo[:3, :3] @ model.centre
@@ -671,7 +882,7 @@ def _make_reference(spec: SceneSpec, K: np.ndarray) -> SceneReference:
                             lambda t, kk: view_pose(centre, yaw, az0 * deg, el0 * deg, d_guess * kk), [0.0],
                             target, spec.width / spec.height, fx_over_w, 1.0)
     dist = max(d_guess * k, _fit_distance(model.radius, K, spec.width, spec.height))
-    world, _ = _build_world(model, _rng(s, c, "ref-materials"), _rng(s, c, "ref-room"), None, yaw,
+    world, _ = _build_world(model, _rng(s, c, "ref-materials", *extra), _rng(s, c, "ref-room", *extra), None, yaw,
                             max(2.5, (dist + 0.3) / 0.7), max(2.6, centre[2] + dist + 0.5), (0.0, 0.0),
                             spec.shadows)
     kp_h = np.concatenate([model.keypoints, np.ones((len(model.keypoints), 1))], 1)
@@ -688,18 +899,56 @@ def _make_reference(spec: SceneSpec, K: np.ndarray) -> SceneReference:
     _, az, el, T_wc = best
     rgb, z, gid = world.render(T_wc, K, spec.width, spec.height)
     if spec.depth_noise:
-        depth = noisy_depth_mm(z, _rng(s, c, "ref-depth-noise"))
+        depth = noisy_depth_mm(z, _rng(s, c, "ref-depth-noise", *extra))
     else:
         depth = clean_depth_mm(z)
+    ref = _scene_reference(instance, instance, c, model, world, T_wc, T_wo, K, spec, rgb, depth, gid, az, el, dist)
+    if spec.reference_views:
+        ref.views = [ref]
+        n = int(spec.reference_views)
+        for i in range(1, n):
+            ref_i = _set_view(spec, world, model, instance, c, T_wo, kp_h, kp_w, centre, yaw, K, dist,
+                              az + 360.0 * i / n, el, i, extra)
+            if ref_i is not None:
+                ref.views.append(ref_i)
+    return ref
+
+
+def _scene_reference(reference_id: str, instance: str, c: str, model: Model, world: World, T_wc, T_wo, K,
+                     spec: SceneSpec, rgb, depth, gid, az: float, el: float, dist: float) -> SceneReference:
     g = _ground_truth(world, model, T_wc, T_wo, K, gid, spec.width, spec.height)
     vis = g["visible"]
     names = [n for n, v in zip(model.names, vis) if v]
-    return SceneReference(reference_id=instance, category=c, instance=instance, image=rgb, depth=depth, K=K.copy(),
-                          names=names, keypoints=g["keypoints_2d"][vis].copy(), object_pose=g["object_pose"],
-                          all_names=list(model.names), all_keypoints_2d=g["keypoints_2d"], visible=vis,
-                          keypoints_3d=g["keypoints_3d"], params=dict(model.params),
+    return SceneReference(reference_id=reference_id, category=c, instance=instance, image=rgb, depth=depth,
+                          K=K.copy(), names=names, keypoints=g["keypoints_2d"][vis].copy(),
+                          object_pose=g["object_pose"], all_names=list(model.names),
+                          all_keypoints_2d=g["keypoints_2d"], visible=vis, keypoints_3d=g["keypoints_3d"],
+                          params=dict(model.params),
                           view=dict(azimuth_deg=az, elevation_deg=el, distance_m=round(float(dist), 4),
                                     object_fraction=round(g["object_fraction"], 5)))
+
+
+def _set_view(spec: SceneSpec, world: World, model: Model, instance: str, c: str, T_wo, kp_h, kp_w, centre, yaw,
+              K, dist: float, az: float, el: float, i: int, extra: tuple[int, ...]) -> SceneReference | None:
+    """View ``i`` of the reference set at azimuth ``az`` (degrees, normalised to -180..180): raised by 15 and
+    30 degrees when fewer than :data:`MIN_SET_VIEW_KEYPOINTS` keypoints are visible there; None if still too
+    few (the set then has fewer views)."""
+    deg = np.pi / 180
+    az = float((az + 180.0) % 360.0 - 180.0)
+    for el_i in (el, el + 15, el + 30):
+        T_wc = view_pose(centre, yaw, az * deg, el_i * deg, dist)
+        if int(_ground_truth_points(world, T_wc, T_wo, kp_h, kp_w, K, spec.width, spec.height).sum()) >= \
+                MIN_SET_VIEW_KEYPOINTS:
+            break
+    else:
+        return None
+    rgb, z, gid = world.render(T_wc, K, spec.width, spec.height)
+    if spec.depth_noise:
+        depth = noisy_depth_mm(z, _rng(spec.seed, c, "ref-depth-noise", *extra, i))
+    else:
+        depth = clean_depth_mm(z)
+    return _scene_reference(f"{instance}_view{i}", instance, c, model, world, T_wc, T_wo, K, spec, rgb, depth, gid,
+                            az, el_i, dist)
 
 
 def _ground_truth_points(world: World, T_wc, T_wo, kp_h, kp_w, K, width, height) -> np.ndarray:
