@@ -50,7 +50,9 @@ class BagIndex:
         gt_topic: :data:`GT_TOPIC` when the bag has it, else None.
         color_stamps: ``header.stamp`` (ns) of every colour message, in bag order.
         color_log_times: the recording time (ns) of every colour message, in bag order.
-        ground_truth: colour stamp (ns) -> parsed record.
+        ground_truth: colour stamp (ns) -> parsed record (of the first object instance in the bag).
+        ground_truth_by_instance: instance -> (colour stamp -> record), every object of a several-object bag
+            (one record per object and frame on the ground-truth topic), in the order the instances first appear.
         gt_records: number of ground-truth messages read.
         gt_bad: records that did not parse (skipped); ``gt_bad_examples`` says why (first few).
         duration_s: time between the first and last message of the selected topics (recording clock).
@@ -67,6 +69,7 @@ class BagIndex:
     color_stamps: list[int] = field(default_factory=list)
     color_log_times: list[int] = field(default_factory=list)
     ground_truth: dict[int, FrameGroundTruth] = field(default_factory=dict)
+    ground_truth_by_instance: dict[str, dict[int, FrameGroundTruth]] = field(default_factory=dict)
     gt_records: int = 0
     gt_bad: int = 0
     gt_bad_examples: list[str] = field(default_factory=list)
@@ -82,7 +85,9 @@ class BagIndex:
                 "counts": dict(self.counts), "color_topic": self.color_topic, "depth_topic": self.depth_topic,
                 "info_topic": self.info_topic, "gt_topic": self.gt_topic, "color_frames": self.frames,
                 "gt_records": self.gt_records, "gt_frames": len(self.ground_truth), "gt_bad": self.gt_bad,
-                "gt_bad_examples": list(self.gt_bad_examples), "duration_s": round(self.duration_s, 3)}
+                "gt_bad_examples": list(self.gt_bad_examples), "duration_s": round(self.duration_s, 3),
+                **({"gt_instances": {k: len(v) for k, v in self.ground_truth_by_instance.items()}}
+                   if len(self.ground_truth_by_instance) > 1 else {})}
 
 
 # ------------------------------------------------------------------------------------------------ opening
@@ -303,7 +308,7 @@ def scan_bag(path: str | Path, color_topic: str | None = None, depth_topic: str 
                     if len(index.gt_bad_examples) < _MAX_BAD_EXAMPLES:
                         index.gt_bad_examples.append(f"record {index.gt_records} (t={t} ns): {exc}")
                     continue
-                index.ground_truth[gt.stamp_ns] = gt
+                index.ground_truth_by_instance.setdefault(gt.instance, {})[gt.stamp_ns] = gt
                 continue
             seen[topic] += 1
             if topic == color:
@@ -318,6 +323,8 @@ def scan_bag(path: str | Path, color_topic: str | None = None, depth_topic: str 
     if seen[info] == 0:
         raise BagError(f"no camera info: the topic {info} has no messages")
     index.counts.update(seen)
+    if index.ground_truth_by_instance:
+        index.ground_truth = next(iter(index.ground_truth_by_instance.values()))
     index.duration_s = (t_last - t_first) * 1e-9 if t_first is not None else 0.0
     if index.gt_bad:
         log.warning("%d of %d ground-truth records did not parse and were skipped, e.g. %s", index.gt_bad,

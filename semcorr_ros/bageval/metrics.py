@@ -29,7 +29,8 @@ import numpy as np
 from semcorr_ros.eval.pck import box_unit, normalised_errors, within
 from semcorr_ros.groundtruth import FrameGroundTruth, relative_pose
 
-__all__ = ["FramePrediction", "PCK_ALPHAS", "CURVE_ALPHAS", "evaluate", "rotation_error_deg", "pose_errors"]
+__all__ = ["FramePrediction", "PCK_ALPHAS", "CURVE_ALPHAS", "evaluate", "evaluate_objects", "rotation_error_deg",
+           "pose_errors"]
 
 PCK_ALPHAS: tuple[float, ...] = (0.05, 0.1, 0.15)
 CURVE_ALPHAS: np.ndarray = np.round(np.linspace(0.0, 0.2, 41), 4)
@@ -45,6 +46,8 @@ class FramePrediction:
         score: ``[K]``; points3d: ``[K, 3]`` metres (camera optical frame).
         pose: ``[4, 4]`` reference-to-live transform when ``pose_valid``, else None.
         latency_s: node mode: receive - publish time; offline: engine time. processing_s: engine time.
+        object_id, view_id: for an object of a reference set or objects file: the object and its chosen view
+            (the pose maps that view's camera frame to the live one).
     """
 
     stamp_ns: int
@@ -57,6 +60,8 @@ class FramePrediction:
     pose: np.ndarray | None = None
     latency_s: float | None = None
     processing_s: float | None = None
+    object_id: str | None = None
+    view_id: str | None = None
 
     @property
     def pose_valid(self) -> bool:
@@ -78,7 +83,8 @@ class FramePrediction:
             valid=np.array([bool(c.valid) for c in cs], bool), score=np.array([c.score for c in cs], float),
             points3d=np.array([[c.point.x, c.point.y, c.point.z] for c in cs], float).reshape(-1, 3),
             has_point=np.array([bool(c.has_point) for c in cs], bool), pose=pose, latency_s=latency_s,
-            processing_s=float(msg.processing_time))
+            processing_s=float(msg.processing_time), object_id=str(getattr(msg, "object_id", "") or "") or None,
+            view_id=str(getattr(msg, "view_id", "") or "") or None)
 
     @staticmethod
     def from_result(stamp_ns: int, result: Any, latency_s: float) -> "FramePrediction":
@@ -128,7 +134,8 @@ def _ratio(num: float, den: float, digits: int = 4) -> float | None:
 def evaluate(color_stamps: Sequence[int], predictions: Mapping[int, FramePrediction],
              ground_truth: Mapping[int, FrameGroundTruth], reference_names: Sequence[str],
              reference_pose: np.ndarray | None = None, alphas: Sequence[float] = PCK_ALPHAS,
-             curve_alphas: Sequence[float] = CURVE_ALPHAS) -> dict[str, Any]:
+             curve_alphas: Sequence[float] = CURVE_ALPHAS,
+             view_poses: Mapping[str, np.ndarray | None] | None = None) -> dict[str, Any]:
     """Every figure of a run (see the module docstring for the definitions).
 
     Args:
@@ -137,6 +144,8 @@ def evaluate(color_stamps: Sequence[int], predictions: Mapping[int, FramePredict
         ground_truth: colour stamp -> ground truth (may be empty).
         reference_names: the reference's keypoint names (only names also in the ground truth are scored).
         reference_pose: the reference's ``object_pose`` (None: no pose error).
+        view_poses: a reference set's ``object_pose`` per view id: a frame's pose error is taken against the
+            view its prediction says it chose (``FramePrediction.view_id``; ``reference_pose`` otherwise).
 
     Returns:
         A JSON-ready dict: ``frames``, ``latency_ms``, ``has_ground_truth`` and, with ground truth, ``pck``,
@@ -211,8 +220,11 @@ def evaluate(color_stamps: Sequence[int], predictions: Mapping[int, FramePredict
                           "pck@0.1": _ratio(n_correct, n_scored) if pred is not None else None})
         if pred is not None:
             frame_row["pose_valid"] = pred.pose_valid
-            if pred.pose_valid and reference_pose is not None:
-                re, te = pose_errors(pred.pose, relative_pose(gt.object_pose, reference_pose))
+            ref_pose = reference_pose
+            if view_poses is not None and pred.view_id in view_poses:
+                ref_pose = view_poses[pred.view_id]
+            if pred.pose_valid and ref_pose is not None:
+                re, te = pose_errors(pred.pose, relative_pose(gt.object_pose, ref_pose))
                 rot_err.append(re)
                 trans_err.append(te)
                 frame_row.update({"rot_err_deg": round(re, 3), "trans_err_mm": round(te, 2)})
@@ -247,7 +259,8 @@ def evaluate(color_stamps: Sequence[int], predictions: Mapping[int, FramePredict
     out["per_keypoint"] = per_kp
     with_pose = [predictions[s] for s in gt_stamps if s in predictions]
     out["pose"] = {
-        "reference_has_object_pose": reference_pose is not None,
+        "reference_has_object_pose": reference_pose is not None or any(
+            v is not None for v in (view_poses or {}).values()),
         "validity_rate": _ratio(sum(p.pose_valid for p in with_pose), len(with_pose)),
         "rotation_error_deg": _stats(rot_err, 1.0, 2),
         "translation_error_mm": _stats(trans_err, 1.0, 1),
@@ -258,3 +271,82 @@ def evaluate(color_stamps: Sequence[int], predictions: Mapping[int, FramePredict
 
 def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1e3, 2)
+
+
+#: object keys in the pooled evaluation of several objects (a stamp of object k is ``stamp + k * _OBJECT_KEY``)
+_OBJECT_KEY = 10 ** 20
+
+
+def evaluate_objects(color_stamps: Sequence[int], predictions: Mapping[str, Mapping[int, FramePrediction]],
+                     ground_truth: Mapping[str, Mapping[int, FrameGroundTruth] | None],
+                     names: Mapping[str, Sequence[str]],
+                     view_poses: Mapping[str, Mapping[str, np.ndarray | None]],
+                     alphas: Sequence[float] = PCK_ALPHAS) -> dict[str, Any]:
+    """The figures of several objects (a reference set is one object): per object as :func:`evaluate`, and
+    overall, every scored keypoint of every object pooled (so ``pck`` is correct / scored over all of them).
+
+    Args:
+        color_stamps: the colour frames of the bag (ns), in order.
+        predictions: object id -> (colour stamp -> its output), the object's keypoint names.
+        ground_truth: object id -> (colour stamp -> the ground truth of that object's instance); None or empty:
+            the object has no ground truth (it is reported, not scored).
+        names: object id -> its keypoint names (the union of its views').
+        view_poses: object id -> (view id -> that view's ``object_pose`` or None).
+
+    Returns:
+        The pooled figures in :func:`evaluate`'s layout (``frames``/latency over the bag's frames;
+        ``per_keypoint`` keyed ``<object>/<keypoint>``), plus ``per_object``: object id -> its own figures (with
+        ``views``: how often each view was chosen, over the frames with an output) and ``objects``: the ids.
+    """
+    ids = list(predictions)
+    frames_pred: dict[int, FramePrediction] = {}
+    for oid in ids:
+        for s, p in predictions[oid].items():
+            frames_pred.setdefault(s, p)
+    base = evaluate(color_stamps, frames_pred, {}, [], None, alphas)
+    per_object: dict[str, Any] = {}
+    pooled_stamps: list[int] = []
+    pooled_pred: dict[int, FramePrediction] = {}
+    pooled_gt: dict[int, FrameGroundTruth] = {}
+    pooled_names: list[str] = []
+    pooled_poses: dict[str, np.ndarray | None] = {}
+    from dataclasses import replace
+
+    for k, oid in enumerate(ids):
+        preds = predictions[oid]
+        gt = ground_truth.get(oid) or {}
+        poses = view_poses.get(oid) or {}
+        m = evaluate(color_stamps, preds, gt, names[oid], None, alphas, view_poses=poses)
+        views: dict[str, int] = {}
+        for p in preds.values():
+            if p.view_id is not None:
+                views[p.view_id] = views.get(p.view_id, 0) + 1
+        m["views"] = views
+        per_object[oid] = m
+        if not gt:
+            continue
+        off = (k + 1) * _OBJECT_KEY
+        pooled_stamps += [int(s) + off for s in color_stamps]
+        for s, p in preds.items():
+            pooled_pred[int(s) + off] = replace(p, names=[f"{oid}/{n}" for n in p.names],
+                                                view_id=None if p.view_id is None else f"{oid}/{p.view_id}")
+        for s, g in gt.items():
+            pooled_gt[int(s) + off] = replace(g, names=[f"{oid}/{n}" for n in g.names])
+        pooled_names += [f"{oid}/{n}" for n in names[oid]]
+        pooled_poses.update({f"{oid}/{v}": pose for v, pose in poses.items()})
+    if pooled_gt:
+        pooled = evaluate(pooled_stamps, pooled_pred, pooled_gt, pooled_names, None, alphas,
+                          view_poses=pooled_poses)
+        pooled.pop("per_frame", None)
+        for key in ("frames", "latency_ms", "processing_ms", "pose_validity_rate"):
+            pooled[key] = base[key]
+        with_gt = {int(s) for g in ground_truth.values() if g for s in g}
+        pooled["frames"]["with_ground_truth"] = sum(1 for s in dict.fromkeys(int(x) for x in color_stamps)
+                                                    if s in with_gt)
+        out = pooled
+    else:
+        out = base
+        out.pop("per_frame", None)
+    out["objects"] = ids
+    out["per_object"] = per_object
+    return out

@@ -18,7 +18,7 @@ from semcorr_ros.bageval.metrics import FramePrediction
 from semcorr_ros.errors import SemcorrError
 from semcorr_ros.reference import ReferenceSpec
 
-__all__ = ["run_offline"]
+__all__ = ["run_offline", "run_offline_objects"]
 
 
 def run_offline(index: BagIndex, spec: ReferenceSpec, engine: Any, *, slop: float = 0.02, progress: bool = True,
@@ -67,4 +67,60 @@ def run_offline(index: BagIndex, spec: ReferenceSpec, engine: Any, *, slop: floa
         bar.close()
     info = {"rejected": dict(rejected), "engine_s": round(total, 3), "warmup_s": round(warmup_s, 3),
             "device": str(getattr(engine, "device", "?")), "sync_slop_s": slop}
+    return predictions, info
+
+
+def run_offline_objects(index: BagIndex, objects: list[Any], engine: Any, *, slop: float = 0.02,
+                        progress: bool = True, on_frame: Callable[[int], None] | None = None,
+                        ) -> tuple[dict[str, dict[int, FramePrediction]], dict[str, Any]]:
+    """As :func:`run_offline` for a reference set or an objects file (``objects``: their
+    :class:`~semcorr_ros.reference.sets.ObjectSpec` objects): ``engine.set_objects`` once, then
+    ``engine.match_objects`` on every frame (one encode, each object's views matched, the best view chosen).
+
+    Returns:
+        ``(object id -> (colour stamp -> prediction with its chosen view_id), info)``; latency = the engine's
+        time for the whole frame (all objects), the same for every object of a frame.
+    """
+    from tqdm import tqdm
+
+    engine.set_objects(objects)
+    first = objects[0].views[0]
+    t = time.perf_counter()
+    try:
+        engine.match_objects(first.image, first.depth, first.intrinsics)  # warm-up, like the node
+    except SemcorrError:
+        pass
+    warmup_s = time.perf_counter() - t
+    depth_scale = float(getattr(getattr(engine, "config", None), "depth_scale", 0.001))
+    predictions: dict[str, dict[int, FramePrediction]] = {o.object_id: {} for o in objects}
+    rejected: Counter[str] = Counter()
+    total = 0.0
+    bar = tqdm(total=index.frames, desc="offline", unit="frame", disable=not progress)
+    try:
+        for i, frame in enumerate(iter_frames(index, depth_scale, slop)):
+            bar.update(1)
+            if on_frame is not None:
+                on_frame(i)
+            if frame.error is not None:
+                rejected[frame.error] += 1
+                continue
+            if any(frame.stamp_ns in p for p in predictions.values()):
+                continue
+            t = time.perf_counter()
+            try:
+                results = engine.match_objects(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
+            except SemcorrError as exc:
+                rejected[str(exc)] += 1
+                continue
+            dt = time.perf_counter() - t
+            total += dt
+            for r in results:
+                pred = FramePrediction.from_result(frame.stamp_ns, r.result, dt)
+                pred.object_id, pred.view_id = r.object_id, r.view_id
+                predictions[r.object_id][frame.stamp_ns] = pred
+    finally:
+        bar.close()
+    info = {"rejected": dict(rejected), "engine_s": round(total, 3), "warmup_s": round(warmup_s, 3),
+            "device": str(getattr(engine, "device", "?")), "sync_slop_s": slop,
+            "objects": [{"object_id": o.object_id, "views": [v.reference_id for v in o.views]} for o in objects]}
     return predictions, info

@@ -66,6 +66,9 @@ class ReplayResult:
     publish_times: dict[int, float]
     info: dict[str, Any] = field(default_factory=dict)
     node_log: str | None = None
+    #: object id -> (stamp -> output): the node's ``matches`` messages that carry an ``object_id`` (a reference
+    #: set or objects file: one message per object and frame); ``predictions`` then holds the first of each frame
+    object_predictions: dict[str, dict[int, FramePrediction]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------ the child
@@ -261,6 +264,7 @@ def run_node_mode(index: BagIndex, reference_file: Path, cfg: EngineConfig, *, r
     context = Context()
     lock = threading.Lock()
     predictions: dict[int, FramePrediction] = {}
+    object_predictions: dict[str, dict[int, FramePrediction]] = {}
     publish_times: dict[int, float] = {}
     extra_outputs = [0]
     diag: dict[str, str] = {}
@@ -286,11 +290,15 @@ def run_node_mode(index: BagIndex, reference_file: Path, cfg: EngineConfig, *, r
                     return
                 with lock:
                     sent = publish_times.get(pred.stamp_ns)
-                    if sent is None or pred.stamp_ns in predictions:
+                    per_object = object_predictions.setdefault(pred.object_id, {}) if pred.object_id else None
+                    seen = pred.stamp_ns in (predictions if per_object is None else per_object)
+                    if sent is None or seen:
                         extra_outputs[0] += 1  # not one of ours (another source) or a duplicate
                         return
                     pred.latency_s = t - sent
-                    predictions[pred.stamp_ns] = pred
+                    if per_object is not None:
+                        per_object[pred.stamp_ns] = pred
+                    predictions.setdefault(pred.stamp_ns, pred)
 
             def on_diag(msg: Any) -> None:
                 for st in msg.status:
@@ -427,4 +435,5 @@ def run_node_mode(index: BagIndex, reference_file: Path, cfg: EngineConfig, *, r
             log.warning("the node's log and parameters file are kept in %s", work)
     with lock:
         return ReplayResult(predictions=dict(predictions), publish_times=dict(publish_times), info=info,
-                        node_log=node_log)
+                            node_log=node_log,
+                            object_predictions={k: dict(v) for k, v in object_predictions.items()})

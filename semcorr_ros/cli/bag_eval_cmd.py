@@ -32,7 +32,9 @@ log = logging.getLogger("semcorr.bag_eval")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", type=Path, help="rosbag2 folder (metadata.yaml + .mcap/.db3)")
     parser.add_argument("--reference", required=True, type=Path,
-                        help="reference YAML (keypoints, image, depth, intrinsics; 'object_pose' for pose error)")
+                        help="reference YAML: a single view (keypoints, image, depth, intrinsics; 'object_pose' for "
+                             "the pose error), a reference set ('views') or an objects file ('objects'), scored "
+                             "per object and overall")
     parser.add_argument("--out", type=Path, default=Path("out/bag_eval"),
                         help="output folder for bag_eval.json and the PNGs (default: %(default)s)")
     parser.add_argument("--mode", choices=["node", "offline"], default="node",
@@ -146,6 +148,12 @@ def summary_text(report: dict[str, Any]) -> str:
         else:
             lines.append(f"  pose: valid on {_fmt(po['validity_rate'], True)} of frames; no pose error (the reference "
                          "has no object_pose)")
+    for oid, po in (m.get("per_object") or {}).items():
+        p = po.get("pck") or {}
+        views = ", ".join(f"{v} x{n}" for v, n in po.get("views", {}).items())
+        lines.append(f"  object {oid} (ground truth {po.get('ground_truth_instance') or 'none'}): PCK@0.1 "
+                     f"{_fmt(p.get('0.1'), True)}, {po.get('scored_keypoints', {}).get('with_output', 0)} scored"
+                     + (f"; views chosen: {views}" if views else ""))
     if report["bag"]["gt_bad"]:
         lines.append(f"  warning: {report['bag']['gt_bad']} ground-truth record(s) did not parse and were skipped")
     for w in report.get("warnings", []):
@@ -181,6 +189,8 @@ def _run(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
     progress = not args.no_progress
     index = scan_bag(args.bag, args.color_topic, args.depth_topic, args.info_topic)
+    if reference_kind(args.reference) != "view":
+        return _run_objects(args, index, t_start)
     spec, ref_pose = load_reference_with_pose(args.reference)
     threads = args.threads
     args.threads = None  # node mode: the node's torch_threads; offline: set below
@@ -268,6 +278,177 @@ def _run(args: argparse.Namespace) -> int:
             "config": {"mode": args.mode, "rate": args.rate, "reference": str(args.reference.resolve()),
                        "reference_id": spec.reference_id, "reference_keypoints": list(spec.names),
                        "reference_has_object_pose": ref_pose is not None, "no_launch": args.no_launch,
+                       "node_name": run_info.get("node_name") if args.mode == "node" else None,
+                       "engine": cfg.to_dict(), "threads": threads,
+                       "pck_threshold": "alpha * max(w, h) of the ground-truth object_box",
+                       "sync_slop": args.sync_slop},
+            "bag": index.summary(),
+            "run": run_info,
+            "metrics": metrics,
+            "warnings": warnings,
+            "wall_s": round(time.monotonic() - t_start, 2),
+            "outputs": {k: str(v) for k, v in paths.items()},
+        }
+        write_json(stage["json"], report)
+        for key in [k for k in names if k != "json"] + ["json"]:
+            os.chmod(stage[key], 0o644)
+            os.replace(stage[key], paths[key])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if args.json is not None and args.json.resolve() != paths["json"].resolve():
+        write_json(args.json, report)
+    print(summary_text(report))
+    return 0
+
+
+def reference_kind(path: Path) -> str:
+    """``view``, ``set`` or ``objects`` (:func:`semcorr_ros.reference.sets.file_kind`); BadReferenceError for a
+    file that is none of them or cannot be read."""
+    from semcorr_ros.reference.sets import file_kind
+    from semcorr_ros.reference.single import read_document
+
+    return file_kind(read_document(path), path)
+
+
+def _merge_for_sheet(ids: list[str], predictions: dict, ground_truth: dict) -> tuple[dict, dict]:
+    """Every object's predictions and ground truth per frame as one record (names ``<object>/<keypoint>``), for
+    the contact sheet."""
+    from dataclasses import replace
+
+    preds: dict[int, Any] = {}
+    gts: dict[int, Any] = {}
+    for oid in ids:
+        for s, p in predictions[oid].items():
+            p = replace(p, names=[f"{oid}/{n}" for n in p.names])
+            if s in preds:
+                q = preds[s]
+                p = replace(q, names=q.names + p.names, xy=np.concatenate([q.xy, p.xy]),
+                            valid=np.concatenate([q.valid, p.valid]), score=np.concatenate([q.score, p.score]),
+                            points3d=np.concatenate([q.points3d, p.points3d]),
+                            has_point=np.concatenate([q.has_point, p.has_point]))
+            preds[s] = p
+        for s, g in (ground_truth.get(oid) or {}).items():
+            g = replace(g, names=[f"{oid}/{n}" for n in g.names])
+            if s in gts:
+                h = gts[s]
+                box = np.array([np.fmin(h.object_box[0], g.object_box[0]), np.fmin(h.object_box[1], g.object_box[1]),
+                                np.fmax(h.object_box[2], g.object_box[2]), np.fmax(h.object_box[3], g.object_box[3])])
+                g = replace(h, names=h.names + g.names, keypoints_2d=np.concatenate([h.keypoints_2d, g.keypoints_2d]),
+                            visible=np.concatenate([h.visible, g.visible]),
+                            keypoints_3d=np.concatenate([h.keypoints_3d, g.keypoints_3d]), object_box=box)
+            gts[s] = g
+    return preds, gts
+
+
+def _run_objects(args: argparse.Namespace, index: Any, t_start: float) -> int:
+    """A reference set or an objects file: every object matched per frame (``engine.match_objects``; the node's
+    ``~/matches`` once per object), scored per object against its ground truth, and overall."""
+    from semcorr_ros.bageval.bag import read_color_images
+    from semcorr_ros.bageval.metrics import evaluate_objects
+    from semcorr_ros.bageval.objects import load_eval_objects, pair_ground_truth
+    from semcorr_ros.bageval.plots import pick_contact_frames, plot_contact_sheet, plot_latency_hist, plot_pck_curve
+
+    progress = not args.no_progress
+    loaded = load_eval_objects(args.reference)
+    specs = loaded.specs
+    ids = [o.object_id for o in specs]
+    threads = args.threads
+    args.threads = None
+    cfg = engine_config(args)
+    args.threads = threads
+    _check_out_dir(args.out)
+    warnings: list[str] = []
+    by_instance = dict(index.ground_truth_by_instance)
+    if not by_instance and index.ground_truth:  # an index built without instances (tests, other tools)
+        for s, g in index.ground_truth.items():
+            by_instance.setdefault(g.instance, {})[s] = g
+    instances = {i: next(iter(recs.values())).category for i, recs in by_instance.items()}
+    pairing, pair_warnings = pair_ground_truth(loaded, instances)
+    warnings += pair_warnings
+    gt = {oid: by_instance.get(inst) if inst else None for oid, inst in pairing.items()}
+    for o in specs:
+        g = gt.get(o.object_id)
+        if g:
+            names = set().union(*(set(r.names) for r in g.values()))
+            if not names & set(o.names):
+                warnings.append(f"no keypoint name of object {o.object_id!r} {o.names} is in its ground truth "
+                                f"{sorted(names)}: nothing to score")
+    if len(set(index.color_stamps)) < index.frames:
+        warnings.append(f"{index.frames - len(set(index.color_stamps))} colour frame(s) repeat an earlier stamp: "
+                        "outputs pair with frames by stamp, so repeated ones count once")
+    node_log = None
+    if args.mode == "node":
+        from semcorr_ros.bageval.replay import run_node_mode
+
+        result = run_node_mode(index, args.reference, cfg, rate=args.rate, launch=not args.no_launch,
+                               node_name=args.node_name or ("semcorr" if args.no_launch else None),
+                               domain_id=args.domain_id, ready_timeout=args.ready_timeout,
+                               grace=args.grace, torch_threads=threads, node_executable=args.node_executable,
+                               node_args=list(args.node_arg), progress=progress)
+        run_info, node_log = result.info, result.node_log
+        predictions = {oid: dict(result.object_predictions.get(oid, {})) for oid in ids}
+        others = sorted(set(result.object_predictions) - set(ids))
+        if others:
+            warnings.append(f"the node published objects {others} that {args.reference} does not list: ignored")
+        rej = run_info.get("node_counters", {}).get("frames_rejected")
+        if rej:
+            warnings.append(f"the node rejected {rej} frame(s): {run_info['node_diagnostics'].get('last_rejection')}")
+    else:
+        import torch
+
+        from semcorr_ros.bageval.offline import run_offline_objects
+        from semcorr_ros.engine import CorrespondenceEngine
+
+        if threads:
+            torch.set_num_threads(threads)
+        t = time.perf_counter()
+        engine = CorrespondenceEngine(cfg)
+        load_s = time.perf_counter() - t
+        predictions, run_info = run_offline_objects(index, specs, engine, slop=args.sync_slop, progress=progress)
+        run_info["model_load_s"] = round(load_s, 2)
+        if run_info["rejected"]:
+            warnings.append(f"{sum(run_info['rejected'].values())} frame(s) rejected: "
+                            f"{next(iter(run_info['rejected']))}")
+    metrics = evaluate_objects(index.color_stamps, predictions, gt, {o.object_id: o.names for o in specs},
+                               {o.spec.object_id: o.view_poses for o in loaded.objects})
+    for oid in ids:
+        metrics["per_object"][oid]["ground_truth_instance"] = pairing.get(oid)
+    lat = {s: p.latency_s for oid in ids for s, p in predictions[oid].items()}
+    metrics["latency_p95_ms"] = _percentile(list(lat.values()), 95)
+    frame_numbers = {s: i for i, s in reversed(list(enumerate(index.color_stamps)))}
+    out: Path = args.out
+    names = {"json": "bag_eval.json", "pck_curve": "pck_curve.png", "latency_hist": "latency_hist.png",
+             "contact_sheet": "contact_sheet.png"}
+    if node_log is not None:
+        names["node_log"] = "node.log"
+    paths = {k: out / v for k, v in names.items()}
+    staging = Path(tempfile.mkdtemp(prefix=".bag_eval.", dir=out))
+    try:
+        stage = {k: staging / v for k, v in names.items()}
+        title = f"{index.path.name} ({args.mode} mode, {len(ids)} object{'s' if len(ids) > 1 else ''})"
+        sheet_pred, sheet_gt = _merge_for_sheet(ids, predictions, gt)
+        chosen = pick_contact_frames(index.color_stamps, sheet_pred, sheet_gt, max(1, args.contact_frames))
+        images = read_color_images(index, set(chosen))
+        plot_contact_sheet(stage["contact_sheet"], images, chosen, sheet_pred, sheet_gt, specs[0].views[0],
+                           frame_numbers, title=title)
+        plot_pck_curve(metrics, stage["pck_curve"], title=f"PCK, {title}")
+        plot_latency_hist([v * 1e3 for v in lat.values() if v is not None], stage["latency_hist"],
+                          title=f"latency, {title}",
+                          label="engine time" if args.mode == "offline" else
+                          "latency (output receive - colour publish)")
+        if node_log is not None:
+            stage["node_log"].write_text(node_log)
+        report = {
+            "command": "semcorr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "argv": list(sys.argv),
+            "config": {"mode": args.mode, "rate": args.rate, "reference": str(args.reference.resolve()),
+                       "reference_kind": loaded.kind,
+                       "objects": [{"object_id": o.spec.object_id, "file": o.file,
+                                    "views": [v.reference_id for v in o.spec.views], "keypoints": list(o.spec.names),
+                                    "views_with_object_pose": [k for k, v in o.view_poses.items() if v is not None],
+                                    "ground_truth_instance": pairing.get(o.spec.object_id)}
+                                   for o in loaded.objects],
+                       "no_launch": args.no_launch,
                        "node_name": run_info.get("node_name") if args.mode == "node" else None,
                        "engine": cfg.to_dict(), "threads": threads,
                        "pck_threshold": "alpha * max(w, h) of the ground-truth object_box",
