@@ -322,6 +322,57 @@ def test_shutdown_is_bounded_while_a_frame_is_in_flight(make_node: Callable[...,
     assert time.monotonic() - t0 < 5.0  # ... longer than the bound
 
 
+class _SleepyEngine:
+    """The toy engine taking ``SECONDS`` per frame (after the warm-up), like a slow model, without using the CPU."""
+
+    SECONDS = 0.3
+
+    def __new__(cls, config: Any) -> Any:
+        from semcorr_ros.engine import CorrespondenceEngine
+
+        class Engine(CorrespondenceEngine):
+            calls = 0
+
+            def match(self, *args: Any, **kwargs: Any) -> Any:
+                Engine.calls += 1
+                if Engine.calls > 1:
+                    time.sleep(cls.SECONDS)
+                return super().match(*args, **kwargs)
+
+        return Engine(config, sources=_toy_sources())
+
+
+def test_a_slow_engine_gets_the_newest_frame_and_conversions_are_paced(make_node: Callable[..., Handle],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 20 Hz into a 0.3 s engine, each frame the engine takes is converted just before it is free: the result's
+    input-to-publish latency stays near one engine call (a frame converted when the previous one started would
+    be ~0.6 s old), and frames that would be superseded are not converted at all."""
+    import semcorr_ros.ros.node as node_module
+
+    conversions = []
+    real = node_module.frame_from_messages
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        conversions.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(node_module, "frame_from_messages", counted)
+    h = make_node(engine_factory=_SleepyEngine)
+    scene = KnownScene(1, 1)
+    end = time.monotonic() + 4.0
+    while time.monotonic() < end:
+        h.pub.publish(*scene.messages(h.pub.now()))
+        time.sleep(0.05)
+    assert wait_until(lambda: len(h.matches.snapshot()) >= 8, 5.0)
+    latencies = sorted(m.latency for m in h.matches.snapshot()[1:])  # the first frame met an idle engine
+    median = latencies[len(latencies) // 2]
+    assert _SleepyEngine.SECONDS <= median < _SleepyEngine.SECONDS + 0.15, latencies
+    published = len(h.matches.snapshot())
+    assert len(conversions) <= 2 * published + 3, (len(conversions), published)  # ~80 sets were sent
+    assert set(conversions) == {f"{h.node.get_name()}-conversion"}  # never on the inference thread
+    assert _diag_int(h.wait_diag(lambda d: _diag_int(d, "frames_dropped") > 20), "frames_rejected") == 0
+
+
 # ------------------------------------------------------------------------------------------ stamps
 
 

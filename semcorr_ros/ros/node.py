@@ -8,8 +8,11 @@ the node's name, ``/semcorr`` by default): ``~/matches`` (CorrespondenceArray), 
 while subscribed); and ``/diagnostics``. Service ``~/set_enabled`` (std_srvs/SetBool) pauses and resumes.
 
 Threads: the executor thread only buffers messages (:class:`~semcorr_ros.ros.sync.LatestSetSync`), answers
-parameter requests and publishes diagnostics; one inference thread builds the engine, then repeatedly takes the
-*latest* complete (colour, depth, info) set, runs the engine and publishes. Older sets are dropped and counted,
+parameter requests and publishes diagnostics. Three worker threads form a pipeline (:mod:`semcorr_ros.ros.pipeline`)
+so that the engine never waits for anything but itself: the *conversion* thread takes the *latest* complete
+(colour, depth, info) set just before the engine is expected to be free and converts it to arrays; the *inference*
+thread builds the engine, then runs it on each converted frame; the *publishing* thread builds and sends the
+output messages. Each hand-over holds one item: an older set, frame or result is replaced and counted as dropped,
 never queued. The node holds no algorithm: it converts, calls the engine, converts back.
 
 Fail-safe: every callback survives any exception. A bad frame is a rejection (counted by class, logged
@@ -32,6 +35,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
@@ -48,12 +52,25 @@ from semcorr_ros.ros.engine_updates import EngineUpdates
 from semcorr_ros.ros.frames import frame_from_messages
 from semcorr_ros.ros.node_inputs import COMPRESSED_INPUT_TOPICS, INPUT_TOPICS, RgbdInputs, describe
 from semcorr_ros.ros.outputs import OUTPUT_TOPICS, Outputs
+from semcorr_ros.ros.pipeline import LatestBox, Pacer
 from semcorr_ros.ros.sync import COLOR, DEPTH, INFO
 
 __all__ = ["CorrespondNode", "main", "INPUT_TOPICS", "COMPRESSED_INPUT_TOPICS", "OUTPUT_TOPICS"]
 
 _THROTTLE_S = 5.0
 _STOP_TIMEOUT_S = 3.0  # longest wait for the frame in flight at shutdown (its work is bounded by the caps)
+
+
+@dataclass
+class _Job:
+    """A converted frame on its way through the pipeline (and, once matched, its result)."""
+
+    frame: Any  # RgbdFrame
+    arrival: float  # system time the colour message arrived
+    convert_s: float  # conversion seconds
+    results: Any = None  # MatchResult, or list[ObjectResult] when ``reference_id`` is None
+    reference_id: str | None = None
+    processing: float = 0.0  # conversion + engine seconds
 
 
 def _default_engine_factory(config: EngineConfig) -> Any:
@@ -111,15 +128,20 @@ class CorrespondNode(Node):
         self._diag_timer = self.create_timer(float(self._values["diagnostics_period"]), self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self._worker = threading.Thread(target=self._run, name=f"{node_name}-inference", daemon=True)
+        self._frames, self._results, self._pacer = LatestBox(), LatestBox(), Pacer()
+        self._superseded = [0, 0]  # converted frames, results replaced before the next stage took them
+        self._worker = self._thread(self._run_inference, "inference")
+        self._threads = (self._worker, self._thread(self._run_conversion, "conversion"),
+                         self._thread(self._run_publishing, "publishing"))
         if start:
             self.start()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the inference thread (builds the engine, then processes frames)."""
+        """Start the worker threads (the inference thread builds the engine, then frames flow)."""
         if not self._worker.is_alive() and not self._stop.is_set():
-            self._worker.start()
+            for thread in self._threads:
+                thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the engine is built (True) or ``timeout`` passes (False).
@@ -144,8 +166,8 @@ class CorrespondNode(Node):
 
     @property
     def worker_alive(self) -> bool:
-        """Whether the inference thread still runs (after :meth:`close`: it did not stop in time)."""
-        return self._worker.is_alive()
+        """Whether a worker thread still runs (after :meth:`close`: the frame in flight did not stop in time)."""
+        return any(t.is_alive() for t in self._threads)
 
     def close(self, timeout: float = _STOP_TIMEOUT_S) -> bool:
         """Stop the inference thread, waiting at most ``timeout`` s for the frame in progress. Idempotent.
@@ -155,10 +177,15 @@ class CorrespondNode(Node):
         """
         self._stop.set()
         self._inputs.sync.close()
-        if self._worker.is_alive():  # a model still loading cannot be interrupted: do not wait for it
-            self._worker.join(timeout if self._ready.is_set() else min(timeout, 1.0))
-            if self._worker.is_alive():
-                self.get_logger().warning(f"inference thread still busy after {timeout:.1f} s: not waiting longer")
+        self._frames.close()
+        self._results.close()
+        deadline = time.monotonic() + (timeout if self._ready.is_set() else min(timeout, 1.0))
+        for thread in self._threads:  # a model still loading cannot be interrupted: do not wait for it
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                self.get_logger().warning(f"{thread.name} thread still busy after {timeout:.1f} s: not waiting "
+                                          "longer")
                 return False
         return True
 
@@ -214,15 +241,21 @@ class CorrespondNode(Node):
         except Exception as exc:  # noqa: BLE001 -- validated already; never let the parameter service raise
             self.get_logger().error(f"applying parameters failed: {describe(exc)}")
 
-    # ------------------------------------------------------------------ inference thread
-    def _run(self) -> None:
-        try:
-            self._run_inference()
-        except BaseException as exc:  # noqa: BLE001 -- anything escaping the loop ends the node cleanly (exit 1)
-            if not self._stop.is_set():
-                self._fail("the inference thread failed", exc)
-        finally:
-            self._ready.set()
+    # ------------------------------------------------------------------ worker threads
+    def _thread(self, loop: Callable[[], None], what: str) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                loop()
+            except BaseException as exc:  # noqa: BLE001 -- anything escaping a loop ends the node cleanly (exit 1)
+                if not self._stop.is_set():
+                    self._fail(f"the {what} thread failed", exc)
+            finally:
+                self._ready.set()
+
+        return threading.Thread(target=guarded, name=f"{self.get_name()}-{what}", daemon=True)
+
+    def _running(self) -> bool:
+        return not self._stop.is_set() and self._fatal is None
 
     def _run_inference(self) -> None:
         try:
@@ -242,15 +275,38 @@ class CorrespondNode(Node):
         self._updates.apply(engine)
         self._warm_up(engine)
         self._ready.set()
-        while not self._stop.is_set() and self._fatal is None:
+        while self._running():
             self._updates.apply(engine)
-            got = self._inputs.sync.wait_for_set(timeout=0.1)
-            if got is None or self._stop.is_set():
+            job = self._frames.take(timeout=0.1)
+            if job is None or not self._running():
                 continue
             if not self._enabled:
                 self._disabled_frames += 1
                 continue
-            self._process(engine, got[1])
+            self._infer(engine, job)
+
+    def _run_conversion(self) -> None:
+        """Convert the newest set when the engine is about to be free (:class:`Pacer`)."""
+        while not self._ready.wait(0.1):
+            if self._stop.is_set():
+                return
+        while self._running():
+            self._pacer.wait_until_due(self._stop)
+            got = self._inputs.sync.wait_for_set(timeout=0.1)
+            if got is None or not self._running():
+                continue
+            if not self._enabled:
+                self._disabled_frames += 1
+                continue
+            job = self._convert(got[1])
+            if job is not None and self._frames.put(job) is not None:
+                self._superseded[0] += 1
+
+    def _run_publishing(self) -> None:
+        while self._running():
+            job = self._results.take(timeout=0.1)
+            if job is not None and self._running():
+                self._publish(job)
 
     def _warm_up(self, engine: Any) -> None:
         """Match the reference into itself once: the first call of a model at a new size is several times slower."""
@@ -270,9 +326,11 @@ class CorrespondNode(Node):
             more = f" ({suppressed} more like it since the last message)" if suppressed else ""
             self.get_logger().error(f"frame rejected: {reason}{more}")
 
-    def _process(self, engine: Any, items: dict[str, Any]) -> None:
+    def _convert(self, items: dict[str, Any]) -> _Job | None:
+        """Conversion thread: the set as an :class:`RgbdFrame` (None: rejected, counted)."""
         t0 = time.perf_counter()
         try:
+            engine = self._engine
             if engine.reference is None:
                 raise BadReferenceError(f"no active reference ({self._updates.error})", kind="no_reference")
             (color, arrival), (depth, _) = items[COLOR], items[DEPTH]
@@ -281,33 +339,66 @@ class CorrespondNode(Node):
                                         max_pixels=int(self._values["max_image_pixels"]),
                                         check_frame_ids=bool(self._values["require_matching_frame_ids"]),
                                         rectified=bool(self._values["rectified_input"]))
+        except Exception as exc:  # noqa: BLE001 -- the pipeline must survive anything
+            self._frame_failed(exc)
+            return None
+        seconds = time.perf_counter() - t0
+        self._pacer.converted(seconds)
+        return _Job(frame, arrival, seconds)
+
+    def _infer(self, engine: Any, job: _Job) -> None:
+        """Inference thread: run the engine on one converted frame, hand the result to the publishing thread."""
+        frame = job.frame
+        self._pacer.started()
+        t0 = time.perf_counter()
+        try:
             extra = {"distortion": frame.distortion} if frame.distortion is not None else {}
-            show = (float(self._values["marker_scale"]), bool(self._values["publish_debug_image"]),
-                    arrival if self._inputs.stamps.use_arrival else None)
             objects = getattr(engine, "objects", [])
             if len(objects) > 1 or (objects and len(objects[0].views) > 1):
-                results = engine.match_objects(frame.rgb, frame.depth, frame.K, **extra)
-                processing = time.perf_counter() - t0
-                latency = self._outputs.publish_objects(frame, results, processing, *show)
+                job.results = engine.match_objects(frame.rgb, frame.depth, frame.K, **extra)
             else:
-                result = engine.match(frame.rgb, frame.depth, frame.K, **extra)
-                processing = time.perf_counter() - t0
-                latency = self._outputs.publish(frame, result, engine.reference.reference_id, processing, *show)
-            self._stats.record_published(latency, processing)
-            self._failures = 0
-        except SemcorrError as exc:
-            self._reject(str(exc), kind=exc.kind)
+                if engine.reference is None:
+                    raise BadReferenceError(f"no active reference ({self._updates.error})", kind="no_reference")
+                job.reference_id = engine.reference.reference_id
+                job.results = engine.match(frame.rgb, frame.depth, frame.K, **extra)
         except Exception as exc:  # noqa: BLE001 -- the inference thread must survive anything
-            if self._stop.is_set() or not self.context.ok():
-                return  # shutting down: publishers are gone
-            self._failures += 1
-            self._reject(f"unexpected {type(exc).__name__}: {exc}", kind="engine_error")
-            self.get_logger().debug(traceback.format_exc())
-            limit = int(self._values["fatal_after_failures"])
-            if limit and self._failures >= limit:
-                self._fail(f"{self._failures} consecutive frames failed with unexpected errors",
-                           RuntimeError(f"{self._failures} consecutive frames failed; last: "
-                                        f"{type(exc).__name__}: {exc}"))
+            self._frame_failed(exc)
+            return
+        finally:
+            self._pacer.finished()
+        job.processing = job.convert_s + time.perf_counter() - t0
+        if self._results.put(job) is not None:
+            self._superseded[1] += 1
+
+    def _publish(self, job: _Job) -> None:
+        """Publishing thread: every output message of one frame."""
+        try:
+            show = (float(self._values["marker_scale"]), bool(self._values["publish_debug_image"]),
+                    job.arrival if self._inputs.stamps.use_arrival else None)
+            if job.reference_id is None:
+                latency = self._outputs.publish_objects(job.frame, job.results, job.processing, *show)
+            else:
+                latency = self._outputs.publish(job.frame, job.results, job.reference_id, job.processing, *show)
+            self._stats.record_published(latency, job.processing)
+            self._failures = 0
+        except Exception as exc:  # noqa: BLE001 -- the publishing thread must survive anything
+            self._frame_failed(exc)
+
+    def _frame_failed(self, exc: Exception) -> None:
+        """One frame failed: a bad input is a rejection; an unexpected error counts towards ``fatal_after_failures``."""
+        if isinstance(exc, SemcorrError):
+            self._reject(str(exc), kind=exc.kind)
+            return
+        if self._stop.is_set() or not self.context.ok():
+            return  # shutting down: publishers are gone
+        self._failures += 1
+        self._reject(f"unexpected {type(exc).__name__}: {exc}", kind="engine_error")
+        self.get_logger().debug(traceback.format_exc())
+        limit = int(self._values["fatal_after_failures"])
+        if limit and self._failures >= limit:
+            self._fail(f"{self._failures} consecutive frames failed with unexpected errors",
+                       RuntimeError(f"{self._failures} consecutive frames failed; last: "
+                                    f"{type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------------ diagnostics (executor thread)
     def sync_stats(self) -> dict[str, int]:
@@ -352,7 +443,8 @@ class CorrespondNode(Node):
         state = self.state()
         level, message = status_level(state, snap, float(self._values["diagnostics_period"]))
         device = str(getattr(self._engine, "device", self._config.device))
-        spec, stamps, shed = self._updates.active, self._inputs.stamps, self._inputs.accounting.shed
+        spec, stamps = self._updates.active, self._inputs.stamps
+        shed = self._inputs.accounting.shed + sum(self._superseded)
         values = {
             "node": self.get_fully_qualified_name(), "state": state, "enabled": self._enabled, "device": device,
             "model": "+".join(self._config.sources),
