@@ -14,12 +14,20 @@ the node with SIGINT (or ``--signal TERM``) and reports:
 - pixel error (median, max) and 3D error (median) of the matches against the known answer;
 - node RSS (MiB) after warm-up, max and at the end; the node's exit code and whether it printed a traceback;
 - CPU use (% of one core) of the node, of this publisher and of every other process on the machine during
-  the stream (other jobs on a small machine slow the model down: read the figures with that one).
+  the stream (other jobs on a small machine slow the model down: read the figures with that one);
+- the reference for those figures, measured in this process right after the node stopped, on the same
+  frames and with the same engine parameters (``--engine-frames``, 0 skips it): engine p50 (``engine.match``
+  alone), conversion p50 (``frame_from_messages``) and message-building p50; and the ratios
+  ``rate_x_engine_p50`` (published rate x engine p50: 1.0 = the node keeps up with its engine) and
+  ``latency_over_engine_ms`` (latency p50 - engine p50).
 
 Usage (from the repository root, after ``bash tools/setup.sh``)::
 
     .venv/bin/python lab/dev/measure_node_rate.py [--duration 20] [--json out/node_rate.json]
         [--node-arg=-p --node-arg=torch_threads:=1]
+
+With ``PYTHONPATH=<another checkout>`` (run from outside the repository root) the node and the engine
+reference both import that checkout's ``semcorr_ros``.
 
 Sets a localhost Fast DDS profile and a random ROS_DOMAIN_ID when they are not set (like the test suite).
 """
@@ -52,6 +60,57 @@ def _environment() -> None:
     os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY"):
         os.environ.pop(name, None)
+    from semcorr_ros.threads import configure_openmp
+
+    configure_openmp()  # the node's OpenMP setting, for the engine reference (before torch is imported)
+
+
+def _node_values(params_file: Path, node_args: list[str]) -> dict:
+    """The node's parameter values: the params file's ``/**`` (or only) entry, then ``-p name:=value`` args."""
+    import yaml
+
+    doc = yaml.safe_load(params_file.read_text()) or {}
+    entry = doc.get("/**") or next(iter(doc.values()), {})
+    values = dict(entry.get("ros__parameters", {}))
+    for i, arg in enumerate(node_args):
+        if arg == "-p" and i + 1 < len(node_args) and ":=" in node_args[i + 1]:
+            name, value = node_args[i + 1].split(":=", 1)
+            values[name] = yaml.safe_load(value)
+    return values
+
+
+def _engine_reference(values: dict, spec: object, frames: list, n: int) -> dict:
+    """Engine p50 (``match`` alone), conversion p50 and message-building p50 on the stream's frames, ms."""
+    from semcorr_ros.engine import CorrespondenceEngine
+    from semcorr_ros.ros import messages
+    from semcorr_ros.ros.frames import frame_from_messages
+    from semcorr_ros.ros.params import engine_config
+
+    cfg = engine_config(values)
+    if int(values.get("torch_threads", 0) or 0) > 0:
+        import torch
+
+        torch.set_num_threads(int(values["torch_threads"]))
+    engine = CorrespondenceEngine(cfg)
+    engine.set_reference(spec.image, spec.keypoints, spec.names, depth=spec.depth, intrinsics=spec.intrinsics)
+    times: dict[str, list[float]] = {"convert": [], "engine": [], "messages": []}
+    for i in range(n + 3):  # 3 warm-up frames
+        color, depth, info = frames[i % len(frames)]
+        t0 = time.perf_counter()
+        frame = frame_from_messages(color, depth, info, cfg.depth_scale)
+        t1 = time.perf_counter()
+        result = engine.match(frame.rgb, frame.depth, frame.K)
+        t2 = time.perf_counter()
+        messages.correspondence_array(result, frame.header, spec.reference_id, t2 - t1, t2 - t0)
+        messages.cloud_of_valid_points(result, frame.header)
+        messages.pose_stamped(result, frame.header)
+        messages.markers(result, frame.header, 0.02, ns="semcorr")
+        t3 = time.perf_counter()
+        if i >= 3:
+            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+                times[key].append(dt)
+    return {"engine_frames": n, "engine_device": str(getattr(engine, "device", "?")),
+            **{f"{k}_p50_ms": round(_pct(v, 50) * 1e3, 1) for k, v in times.items()}}
 
 
 def _shift(a: np.ndarray, dx: int, dy: int, fill: object) -> np.ndarray:
@@ -99,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-arg", action="append", default=[], help="extra --ros-args for the node")
     parser.add_argument("--signal", choices=("INT", "TERM"), default="INT", help="how to stop the node")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--engine-frames", type=int, default=20,
+                        help="frames for the engine reference after the node stopped (0: skip; default %(default)s)")
     args = parser.parse_args(argv)
     _environment()
 
@@ -271,8 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         spin.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    if args.engine_frames > 0 and "latency_p50_ms" in report:
+        ref = _engine_reference(_node_values(args.params_file, args.node_arg), spec, frames, args.engine_frames)
+        engine_s = ref["engine_p50_ms"] * 1e-3
+        report.update(ref)
+        report["rate_x_engine_p50"] = round(report["published_rate_hz"] * engine_s, 3)
+        report["latency_over_engine_ms"] = round(report["latency_p50_ms"] - ref["engine_p50_ms"], 1)
     text = json.dumps(report, indent=2, default=str)
     print(text)
+    if "rate_x_engine_p50" in report:
+        r = report
+        print(f"node {r['published_rate_hz']} Hz, latency p50 {r['latency_p50_ms']} ms, processing p50 "
+              f"{r['processing_p50_ms']} ms | engine p50 {r['engine_p50_ms']} ms (1/p50 = "
+              f"{1e3 / r['engine_p50_ms']:.1f} Hz) | rate x engine p50 = {r['rate_x_engine_p50']}, latency - engine "
+              f"p50 = {r['latency_over_engine_ms']} ms", file=sys.stderr)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
