@@ -286,17 +286,33 @@ class CorrespondNode(Node):
             self._infer(engine, job)
 
     def _run_conversion(self) -> None:
-        """Convert the newest set when the engine is about to be free (:class:`Pacer`)."""
+        """Convert the newest set when the engine is about to be free (:class:`Pacer`).
+
+        A set that arrives while the engine has just started is held unconverted until then, and replaced by a
+        newer one if one came meanwhile: a frame converted early would wait a whole engine call in the box.
+        """
         while not self._ready.wait(0.1):
             if self._stop.is_set():
                 return
+        held: tuple[float, dict[str, Any]] | None = None
         while self._running():
             self._pacer.wait_until_due(self._stop)
-            got = self._inputs.sync.wait_for_set(timeout=0.1)
+            if held is None:
+                got = self._inputs.sync.wait_for_set(timeout=0.1)
+            else:
+                got = self._inputs.sync.pop_latest()
+                if got is None:
+                    got = held
+                else:
+                    self._superseded[0] += 1
+                held = None
             if got is None or not self._running():
                 continue
             if not self._enabled:
                 self._disabled_frames += 1
+                continue
+            if self._pacer.due() > time.monotonic():  # the engine started while this set was awaited
+                held = got
                 continue
             job = self._convert(got[1])
             if job is not None and self._frames.put(job) is not None:
