@@ -32,6 +32,8 @@ MATCHERS = ("nn", "kbcnet")
 DEPTH_CELL_MODES = ("mean", "max")
 CONSENSUS_MODES = ("auto", "2d", "3d")
 RUNTIMES = ("auto", "torch", "openvino")
+TRACKING_MODES = ("off", "on")
+TRACKING_FILTERS = ("one-euro", "off")
 
 _model = partial(option, group="model", runtime=False)
 _matching = partial(option, group="matching")
@@ -135,6 +137,37 @@ class EngineConfig:
     # PCK@0.1 (always cropping: 0.194, at a second encode per frame).
     kbc_max_fraction: float = _crop(0.3, "Object area fraction below which kbc=auto crops.", range=(0.0, 1.0),
                                     tier=ADVANCED)
+    # -- tracking mode (:mod:`semcorr_ros.engine.tracking`; docs/tracking.md)
+    tracking: str = _crop(
+        "off", "Tracking mode: on = each object keeps its state from frame to frame, a tracked frame is one encode "
+        "of a crop around the predicted object and the outputs are filtered over time; off = every frame is "
+        "matched on its own (docs/tracking.md).", choices=TRACKING_MODES)
+    tracking_redetect_every: int = _crop(
+        30, "In tracking mode, re-detect each object on the full frame every this many frames (0: only when "
+        "its track is lost).", range=(0, 100000), tier=ADVANCED)
+    tracking_max_gap: float = _crop(
+        0.5, "In tracking mode, a gap between frame stamps longer than this (seconds), or a stamp going "
+        "backwards, restarts every track.", range=(0.0, 3600.0), tier=ADVANCED)
+    tracking_min_keypoints: int = _crop(
+        3, "A track is lost when fewer keypoints than this are valid.", range=(1, 100000), tier=ADVANCED)
+    tracking_min_score: float = _crop(
+        0.3, "A track is lost when the mean confidence of its keypoints falls below this.", range=(0.0, 1.0),
+        tier=ADVANCED)
+    tracking_max_jump: float = _crop(
+        0.5, "A track is lost when its valid keypoints land farther from their prediction than this (median, "
+        "fraction of the object's size).", range=(0.0, 100.0), tier=ADVANCED)
+    tracking_velocity: bool = _crop(
+        True, "Predict the next box with a constant-velocity model (off: around the last keypoints).",
+        tier=ADVANCED)
+    tracking_filter: str = _crop(
+        "one-euro", "Temporal filter of the tracked keypoints (2D and 3D) and pose: one-euro or off.",
+        choices=TRACKING_FILTERS, tier=ADVANCED)
+    tracking_min_cutoff: float = _crop(
+        1.0, "One-Euro filter: cutoff frequency at rest, Hz (lower: smoother, more lag).", range=(1e-3, 1000.0),
+        tier=ADVANCED)
+    tracking_beta: float = _crop(
+        10.0, "One-Euro filter: speed coefficient (higher: less lag on fast motion), per object size per second.",
+        range=(0.0, 1e6), tier=ADVANCED)
     # -- pose
     pose_threshold: float = _pose(0.02, "RANSAC inlier distance of the pose, metres.", range=(1e-6, 10.0))
     pose_iterations: int = _pose(200, "RANSAC hypotheses of the pose.", range=(1, 100000), tier=ADVANCED)

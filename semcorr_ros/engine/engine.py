@@ -17,6 +17,7 @@ import torch
 
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import depth_aware, geometry, kbc, stages
+from semcorr_ros.engine.tracking import Tracker
 from semcorr_ros.engine.build import (configured_fusion, configured_kbcnet, configured_sources, default_fusion,
                                       layer_keys, resolve_device)
 from semcorr_ros.engine.features.base import FeatureSource
@@ -63,6 +64,11 @@ class CorrespondenceEngine:
         self.objects: list[ObjectModel] = []
         self._cache: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
         self.cache_size = 32
+        #: number of image encodes so far (live frames, crops and references; cache hits not counted)
+        self.encodes = 0
+        #: the tracking mode's per-object state (:meth:`track`)
+        self.tracker = Tracker()
+        self._track_views: dict[int, tuple[Reference, kbc.Box, View]] = {}
         if getattr(self.fusion, "projected", False):
             self._check_projections()
 
@@ -87,6 +93,7 @@ class CorrespondenceEngine:
             self._cache.move_to_end(cache_key)
             return self._cache[cache_key]
         x = image_to_tensor(validate_image(image), self.device)
+        self.encodes += 1
         with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
                             enabled=self._amp_dtype is not None):
             maps = [m.float() for src in self.sources for m in src(x)]
@@ -108,6 +115,7 @@ class CorrespondenceEngine:
         if len(images) == 0:
             return []
         xs = [image_to_tensor(validate_image(im), self.device) for im in images]
+        self.encodes += len(xs)
         per_image: list[list[torch.Tensor]] = [[] for _ in xs]
         with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
                             enabled=self._amp_dtype is not None):
@@ -298,6 +306,62 @@ class CorrespondenceEngine:
         for r in out:
             r.result.timings["features_shared"] = shared
         return out
+
+    @torch.inference_mode()
+    def track(self, image: np.ndarray, depth: np.ndarray | None = None, intrinsics: np.ndarray | None = None,
+              stamp: float | None = None, *, object_boxes: Mapping[str, Sequence[float]] | None = None,
+              distortion: geometry.Distortion | None = None) -> list[ObjectResult]:
+        """One frame of a stream for every active object: with ``tracking: on`` each object carries its state
+        from frame to frame (:mod:`semcorr_ros.engine.tracking`: one encode of a crop around the predicted object
+        per tracked frame, a full-frame detection when the track is lost, temporal filtering); with ``tracking:
+        off`` this is :meth:`match_objects`.
+
+        Args:
+            image, depth, intrinsics, distortion: as :meth:`match`.
+            stamp: the frame's time, seconds (e.g. the header stamp); ``None``: the time of the call. A stamp
+                going backwards or a gap longer than ``tracking_max_gap`` restarts every track.
+            object_boxes: optional boxes per object id, used by full-frame detections (as :meth:`match_objects`).
+
+        Returns:
+            One :class:`ObjectResult` per object (order of :attr:`objects`) with ``track_status`` and
+            ``frames_since_detection``; with a filter the result's ``xy``/``points3d``/``pose`` are filtered and
+            ``raw_xy``/``raw_points3d``/``raw_pose`` hold the frame's own measurements.
+        """
+        if self.config.tracking == "off":
+            return self.match_objects(image, depth, intrinsics, object_boxes=object_boxes, distortion=distortion)
+        if not self.objects:
+            raise NoReferenceError("no objects set: call set_objects(load_objects(path)) or set_reference first")
+        base = stages.Frame.start(image, depth, intrinsics, distortion, None, None, self.config)
+        stamp = time.monotonic() if stamp is None else float(stamp)
+        maps: list[torch.Tensor] = []
+
+        def context(ref: Reference) -> stages.Context:
+            def encode(img: np.ndarray, means: list[torch.Tensor], key: Hashable | None = None) -> torch.Tensor:
+                if img is not base.image:
+                    return self.encode(img, means, key)
+                if not maps:  # the full frame: encoded once, on the first detection that needs it
+                    maps.extend(self.encode_maps(base.image))
+                return self.fusion(maps, means)[0]
+            return replace(self._context(ref), encode=encode)
+
+        return self.tracker.step(self.objects, base, stamp, self.config, context, self._tracking_view,
+                                 dict(object_boxes or {}))
+
+    def _tracking_view(self, ref: Reference) -> tuple[kbc.Box, View]:
+        """The reference crop a tracked frame is matched against: the KBC crop (with ``kbc`` off a crop of the
+        same margin, kept here); encoded on first use."""
+        if ref.crop_box is not None:
+            return ref.crop_box, self._reference_crop(ref)
+        hit = self._track_views.get(id(ref))
+        if hit is None or hit[0] is not ref:
+            h, w = ref.image.shape[:2]
+            box = kbc.keypoint_box(ref.keypoints, (w, h), self.config.kbc_margin)
+            depth = None if ref.depth is None else kbc.crop(ref.depth, box)
+            view = self._view(kbc.crop(ref.image, box), kbc.to_crop(ref.keypoints, box), depth, ref.depth_extent)
+            hit = self._track_views[id(ref)] = (ref, box, view)
+            if len(self._track_views) > 64:
+                self._track_views.pop(next(iter(self._track_views)))
+        return hit[1], hit[2]
 
     def _context(self, ref: Reference) -> stages.Context:
         """What the stages share for one frame (built per frame: ``self.config`` may change at run time)."""

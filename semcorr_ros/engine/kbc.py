@@ -19,6 +19,8 @@ from typing import TypeVar
 import numpy as np
 
 Box = tuple[float, float, float, float]
+#: smallest target crop side, pixels (the engine encodes no image below 8 x 8)
+MIN_CROP_SIDE = 8.0
 T = TypeVar("T")
 
 
@@ -162,7 +164,7 @@ def kbc_boxes(src_xy: np.ndarray, src_size: tuple[int, int], coarse_xy: np.ndarr
         return None
     tgt_box = framed_box(src_xy, src_box, coarse_xy, tgt_size,
                          weights=(np.asarray(coarse_score) > min_score).astype(float))
-    if tgt_box is None:
+    if tgt_box is None or tgt_box[2] - tgt_box[0] < MIN_CROP_SIDE:  # collapsed first-pass matches: no crop
         return None
     if min(box_fraction(src_box, src_size), box_fraction(tgt_box, tgt_size)) >= max_fraction:
         return None

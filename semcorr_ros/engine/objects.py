@@ -65,6 +65,12 @@ class ObjectResult:
             the view it came from (NaN when no view matched it); the pose maps the chosen view's camera frame to
             the live one.
         source_view: ``[K]`` the view each keypoint's match comes from (-1: none).
+        track_status: tracking mode (:mod:`semcorr_ros.engine.tracking`): ``tracked`` (found in the crop around
+            its prediction), ``detecting`` (a full-frame detection: no track yet or a periodic re-detection),
+            ``lost`` (neither the track nor a detection found it), ``reacquired`` (found again by a detection
+            after a loss); always ``detecting`` without tracking.
+        frames_since_detection: frames since the last full-frame detection of the object (0 on that frame).
+        track_reason: why the track was lost in this frame (empty when it was not).
     """
 
     object_id: str
@@ -73,6 +79,9 @@ class ObjectResult:
     view_scores: np.ndarray
     result: MatchResult
     source_view: np.ndarray
+    track_status: str = "detecting"
+    frames_since_detection: int = 0
+    track_reason: str = ""
 
 
 def view_score(frame: stages.Frame) -> float:

@@ -53,12 +53,16 @@ class MatchResult:
         depth_weighted: whether depth-aware weighting was applied.
         prior_used: whether a consensus prior (a valid global 2D affine or 3D similarity fit) biased the
             full-frame matching.
-        prior_mode_used: which consensus prior biased the full-frame matching: ``"none"``, ``"2d"`` or ``"3d"``.
+        prior_mode_used: which consensus prior biased the full-frame matching: ``"none"``, ``"2d"`` or ``"3d"``;
+            ``"track"``: a tracked frame, biased towards the keypoints predicted from the previous frames.
         prior_transform: the 3D consensus fit ``p_live = scale * R @ p_ref + t`` when one was attempted (``valid``
             when it passed its checks; ``inliers`` empty: they are coarse cells, not keypoints), else None.
         score_features: ``[K, 5]`` the confidence's ingredients (:mod:`semcorr_ros.engine.confidence`), for
             calibration and diagnostics.
         timings: seconds per stage (``features``, ``match``, ``kbc``, ``lift``, ``pose``, ``total``).
+        raw_xy, raw_points3d, raw_pose: in tracking mode with a filter (:mod:`semcorr_ros.engine.tracking`) the
+            frame's own measurements, before temporal filtering (``xy``, ``points3d`` and ``pose`` are then the
+            filtered ones); None when nothing was filtered.
     """
 
     names: list[str]
@@ -76,6 +80,9 @@ class MatchResult:
     prior_transform: PoseResult | None = None
     score_features: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    raw_xy: np.ndarray | None = None
+    raw_points3d: np.ndarray | None = None
+    raw_pose: PoseResult | None = None
 
     @staticmethod
     def empty(names: list[str] | None = None) -> "MatchResult":
