@@ -1,13 +1,18 @@
-"""A reference from one frame of a rosbag2: colour, aligned depth and intrinsics, no keypoints yet.
+"""A reference from one frame of a rosbag2 or of live camera topics: colour, aligned depth and intrinsics, no
+keypoints yet.
 
-The frame is read and converted with bag-eval's reader (:mod:`semcorr_ros.bageval.bag`, the node's own
-message conversion); topics default to realsense2_camera's names and are auto-detected as there.
+From a bag the frame is read and converted with bag-eval's reader (:mod:`semcorr_ros.bageval.bag`, the node's
+own message conversion); topics default to realsense2_camera's names and are auto-detected as there. Live
+(:func:`capture_live`), the first complete set on the node's three input topics is taken, paired and converted
+the way the node does it (:class:`~semcorr_ros.ros.sync.LatestSetSync`,
+:func:`~semcorr_ros.ros.frames.frame_from_messages`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +81,91 @@ def capture_from_bag(bag: str | Path, out: str | Path, *, frame: int | None = No
                     reference_id=reference_id, depth_scale=depth_scale, extra=extra)
     log.info("captured frame %d of %s -> %s", frame, index.path, out)
     return Captured(out, frame, int(stamp), truth)
+
+
+#: The node's default input topics (realsense2_camera's names), under ``--namespace`` when given.
+LIVE_TOPICS = ("color/image_raw", "aligned_depth_to_color/image_raw", "color/camera_info")
+
+
+def live_topics(namespace: str = "", color_topic: str | None = None, depth_topic: str | None = None,
+                info_topic: str | None = None) -> tuple[str, str, str]:
+    """The three topics to capture from: explicit names win, else the node's defaults under ``namespace``."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    given = (color_topic, depth_topic, info_topic)
+    return tuple(g if g else f"{ns}/{d}" for g, d in zip(given, LIVE_TOPICS))  # type: ignore[return-value]
+
+
+def capture_live(out: str | Path, *, topics: tuple[str, str, str], timeout: float = 10.0,
+                 depth_scale: float = 0.001, sync_slop: float = 0.02, reference_id: str | None = None,
+                 context: object | None = None) -> Captured:
+    """Write ``out`` (YAML, empty keypoints) + images from the first complete (colour, depth, info) set on
+    ``topics`` (raw ``sensor_msgs/Image`` colour and aligned depth, ``CameraInfo``; sensor-data QoS).
+
+    Args:
+        timeout: seconds to wait for a set.
+        context: an initialised ``rclpy`` context to use (else one is made and shut down here).
+
+    Raises:
+        InputError: nothing complete within ``timeout`` (the message says what did arrive), or the set
+            cannot be converted (wrong encoding, sizes that differ...).
+    """
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from semcorr_ros.reference import write_reference
+    from semcorr_ros.ros.convert import stamp_to_sec
+    from semcorr_ros.ros.frames import frame_from_messages
+    from semcorr_ros.ros.sync import COLOR, DEPTH, INFO, LatestSetSync
+
+    own = context is None
+    ctx = Context() if own else context
+    if own:
+        rclpy.init(context=ctx)
+    sync = LatestSetSync(sync_slop, 8)
+    counts = {COLOR: 0, DEPTH: 0, INFO: 0}
+    errors: list[str] = []
+
+    def on(stream: str) -> object:
+        def callback(msg: object) -> None:
+            counts[stream] += 1
+            try:
+                sync.add(stream, stamp_to_sec(msg.header.stamp), (msg, None) if stream != INFO else msg)
+            except Exception as exc:  # noqa: BLE001 -- a bad stamp loses this message only
+                errors.append(f"{stream}: {exc}")
+        return callback
+
+    try:
+        node = rclpy.create_node("semcorr_reference_capture", context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        for stream, topic, msg_type in zip((COLOR, DEPTH, INFO), topics, (Image, Image, CameraInfo)):
+            node.create_subscription(msg_type, topic, on(stream), qos_profile_sensor_data)
+        got, deadline = None, time.monotonic() + timeout
+        while got is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+            got = sync.pop_latest()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+    finally:
+        if own:
+            ctx.try_shutdown()
+    if got is None:
+        seen = ", ".join(f"{counts[s]} on {t}" for s, t in zip((COLOR, DEPTH, INFO), topics))
+        hint = " (no messages at all: is the camera running, the namespace right? see `ros2 topic list`)" \
+            if not any(counts.values()) else ""
+        more = f"; {errors[-1]}" if errors else ""
+        raise InputError(f"no complete colour + depth + camera info set within {timeout:g} s: received {seen}"
+                         f"{hint}{more}")
+    stamp, items = got
+    frame = frame_from_messages(items[COLOR][0], items[DEPTH][0], items.get(INFO), depth_scale, topics[2])
+    extra = {"captured_from": {"topic": topics[0], "stamp_ns": int(round(stamp * 1e9))}}
+    write_reference(Path(out), frame.rgb, None, [], depth=frame.depth, intrinsics=frame.K,
+                    reference_id=reference_id, depth_scale=depth_scale, extra=extra)
+    log.info("captured %s at %.3f -> %s", topics[0], stamp, out)
+    return Captured(Path(out), 0, int(round(stamp * 1e9)), {})
 
 
 def write_keypoints_json(path: str | Path, keypoints: dict[str, list[float]]) -> Path:

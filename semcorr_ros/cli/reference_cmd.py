@@ -14,23 +14,37 @@ import sys
 from pathlib import Path
 
 from semcorr_ros.cli.common import add_engine_arguments, add_json_argument, engine_config, write_json
+from semcorr_ros.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="ref_command", metavar="SUBCOMMAND", required=True)
 
-    p = sub.add_parser("capture", help="a reference view from one bag frame (keypoints still to place)",
+    p = sub.add_parser("capture", help="a reference view from one bag frame or live topics (keypoints still to place)",
                        description="Write OUT.yaml + OUT.png + OUT_depth.png (colour, aligned depth in mm, "
-                       "intrinsics) from one colour frame of a rosbag2. Its keypoints are empty: place them with "
+                       "intrinsics) from one colour frame of a rosbag2 (--bag) or the next complete set on live "
+                       "camera topics (--live: raw colour, aligned depth, camera info; the node's default topics, "
+                       "under --namespace). Its keypoints are empty: place them with "
                        "`semcorr reference annotate OUT.yaml` or `semcorr reference propose`.")
     p.add_argument("out", type=Path, metavar="OUT.yaml", help="reference YAML to write")
-    p.add_argument("--bag", type=Path, required=True, help="rosbag2 folder (or .mcap file)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bag", type=Path, help="rosbag2 folder (or .mcap file)")
+    src.add_argument("--live", action="store_true", help="capture from live topics (a running camera driver)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--frame", type=int, help="0-based colour frame index (default: 0)")
-    g.add_argument("--time", type=float, metavar="T", help="seconds after the first colour frame (nearest frame)")
-    p.add_argument("--color-topic", help="colour topic (default: auto-detected, realsense2_camera names first)")
-    p.add_argument("--depth-topic", help="aligned depth topic (default: auto-detected)")
-    p.add_argument("--info-topic", help="camera info topic (default: auto-detected)")
+    g.add_argument("--frame", type=int, help="--bag: 0-based colour frame index (default: 0)")
+    g.add_argument("--time", type=float, metavar="T",
+                   help="--bag: seconds after the first colour frame (nearest frame)")
+    p.add_argument("--color-topic", help="colour topic (default: --bag auto-detected, realsense2_camera names first; "
+                   "--live NAMESPACE/color/image_raw)")
+    p.add_argument("--depth-topic", help="aligned depth topic (default: --bag auto-detected; --live "
+                   "NAMESPACE/aligned_depth_to_color/image_raw)")
+    p.add_argument("--info-topic", help="camera info topic (default: --bag auto-detected; --live "
+                   "NAMESPACE/color/camera_info)")
+    p.add_argument("--namespace", default="", help="--live: the camera's namespace (e.g. /camera/camera)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="--live: seconds to wait for a set (default: %(default)s)")
+    p.add_argument("--sync-slop", type=float, default=0.02,
+                   help="--live: largest colour-depth stamp difference, s (default: %(default)s)")
     p.add_argument("--depth-scale", type=float, default=0.001,
                    help="metres per unit of 16UC1 depth (default: %(default)s)")
     p.add_argument("--reference-id", help="reference_id written to the file (default on loading: its stem)")
@@ -94,8 +108,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _capture(args: argparse.Namespace) -> int:
-    from semcorr_ros.authoring.capture import capture_from_bag, write_keypoints_json
+    from semcorr_ros.authoring.capture import capture_from_bag, capture_live, live_topics, write_keypoints_json
 
+    if args.live:
+        if args.frame is not None or args.time is not None or args.ground_truth_out:
+            raise InputError("--frame, --time and --ground-truth-out go with --bag, not --live")
+        topics = live_topics(args.namespace, args.color_topic, args.depth_topic, args.info_topic)
+        print(f"waiting up to {args.timeout:g} s for {', '.join(topics)} ...", file=sys.stderr)
+        cap = capture_live(args.out, topics=topics, timeout=args.timeout, depth_scale=args.depth_scale,
+                           sync_slop=args.sync_slop, reference_id=args.reference_id)
+        print(f"wrote {cap.path} (stamp {cap.stamp_ns}); no keypoints yet: semcorr reference annotate {cap.path}")
+        write_json(args.json, {"path": str(cap.path), "stamp_ns": cap.stamp_ns, "topics": list(topics)})
+        return 0
     print(f"reading {args.bag} ...", file=sys.stderr)
     cap = capture_from_bag(args.bag, args.out, frame=args.frame, time_s=args.time, color_topic=args.color_topic,
                            depth_topic=args.depth_topic, info_topic=args.info_topic, depth_scale=args.depth_scale,
