@@ -7,6 +7,7 @@ After every bad case a good frame is answered again within a second.
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 import time
@@ -371,6 +372,45 @@ def test_a_slow_engine_gets_the_newest_frame_and_conversions_are_paced(make_node
     assert len(conversions) <= 2 * published + 3, (len(conversions), published)  # ~80 sets were sent
     assert set(conversions) == {f"{h.node.get_name()}-conversion"}  # never on the inference thread
     assert _diag_int(h.wait_diag(lambda d: _diag_int(d, "frames_dropped") > 20), "frames_rejected") == 0
+
+
+def test_tracking_mode_reports_track_state(make_node: Callable[..., Handle]) -> None:
+    """tracking:=on: the first frame is a detection, the next ones are tracked (frames since detection count
+    up), every valid keypoint carries its raw measurement next to the filtered one, /diagnostics says so."""
+    h = make_node({"tracking": "on", "tracking_redetect_every": 0})
+    scene = KnownScene(2, 1)
+    arrays = []
+    for _ in range(6):
+        got = h.answered(scene, 5.0)
+        assert got is not None, h.diag_now()
+        arrays.append(got)
+    states = [a.track_status for a in arrays]
+    assert states[0] == "detecting" and "tracked" in states, states
+    assert set(states) <= {"detecting", "tracked", "lost", "reacquired"}, states
+    for a, b in zip(arrays, arrays[1:]):
+        if b.track_status == "tracked":
+            assert b.frames_since_detection > a.frames_since_detection, [x.frames_since_detection for x in arrays]
+    arrays = [a for a in arrays if a.track_status == "tracked"]
+    valid = [c for c in arrays[-1].correspondences if c.valid]
+    assert valid
+    true = scene.expected_xy[[c.index for c in valid]]
+    for xs, ys in (([c.x for c in valid], [c.y for c in valid]), ([c.raw_x for c in valid], [c.raw_y for c in valid])):
+        # the filtered estimates and the raw measurements both near the true pixels (toy features: median)
+        assert np.median(np.hypot(np.subtract(xs, true[:, 0]), np.subtract(ys, true[:, 1]))) < 12
+    assert all(c.has_point == (c.raw_point.z > 0) for c in valid)
+    assert any((c.raw_x, c.raw_y) != (c.x, c.y) for c in valid)  # the filter did smooth something
+    d = h.wait_diag(lambda d: "tracking" in d)
+    assert re.fullmatch(r"example_robot: (tracked|detecting|lost|reacquired) \(\d+ frames since detection\)",
+                        d["tracking"]), d["tracking"]
+
+
+def test_tracking_off_leaves_track_fields_empty(make_node: Callable[..., Handle]) -> None:
+    h = make_node()
+    got = h.answered(KnownScene(2, 1), 5.0)
+    assert got is not None and got.track_status == "" and got.frames_since_detection == 0
+    valid = [c for c in got.correspondences if c.valid]
+    assert valid and all((c.raw_x, c.raw_y) == (c.x, c.y) for c in valid)  # nothing filtered: raw = estimate
+    assert h.wait_diag(lambda d: "tracking" in d)["tracking"] == "off"
 
 
 # ------------------------------------------------------------------------------------------ stamps

@@ -70,17 +70,24 @@ def _pose(p: PoseResult) -> Pose:
 
 def correspondence_array(result: MatchResult, header: Header, reference_id: str,
                          processing_time: float = 0.0, latency: float = 0.0, object_id: str | None = None,
-                         view_id: str | None = None) -> CorrespondenceArray:
+                         view_id: str | None = None, track: ObjectResult | None = None) -> CorrespondenceArray:
     """One :class:`Correspondence` per reference keypoint (invalid ones included), plus the pose when valid.
 
     ``x, y`` and ``point`` are written only where meaningful (``valid`` / ``has_point``); elsewhere they are 0
-    (``ref_x, ref_y`` too for a keypoint no view of the object matched). ``object_id`` and ``view_id`` default
-    to ``reference_id`` (a single view).
+    (``ref_x, ref_y`` too for a keypoint no view of the object matched); ``raw_x, raw_y`` and ``raw_point`` the
+    same way from the result's raw measurements (its ``raw_xy`` / ``raw_points3d`` in tracking mode, else equal
+    to ``x, y`` and ``point``). ``object_id`` and ``view_id`` default to ``reference_id`` (a single view).
+    ``track``: the object's result in tracking mode (its track status goes into the array).
     """
     out = CorrespondenceArray(header=_copy_header(header), reference_id=str(reference_id),
                               object_id=str(reference_id if object_id is None else object_id),
                               view_id=str(reference_id if view_id is None else view_id),
                               processing_time=float(processing_time), latency=float(latency))
+    if track is not None:
+        out.track_status, out.track_reason = str(track.track_status), str(track.track_reason)
+        out.frames_since_detection = max(0, int(track.frames_since_detection))
+    raw_xy = result.xy if result.raw_xy is None else result.raw_xy
+    raw_pts = result.points3d if result.raw_points3d is None else result.raw_points3d
     items = []
     for i, name in enumerate(result.names):
         valid, has_point = bool(result.valid[i]), bool(result.has_3d[i])
@@ -89,9 +96,12 @@ def correspondence_array(result: MatchResult, header: Header, reference_id: str,
                            valid=valid, has_point=has_point)
         if valid:
             c.x, c.y = float(result.xy[i, 0]), float(result.xy[i, 1])
+            if np.all(np.isfinite(raw_xy[i])):
+                c.raw_x, c.raw_y = float(raw_xy[i, 0]), float(raw_xy[i, 1])
         if has_point:
-            px, py, pz = (float(v) for v in result.points3d[i])
-            c.point = Point(x=px, y=py, z=pz)
+            c.point = _point(result.points3d[i])
+            if np.all(np.isfinite(raw_pts[i])):
+                c.raw_point = _point(raw_pts[i])
         items.append(c)
     out.correspondences = items
     pose = result.pose
@@ -105,10 +115,17 @@ def correspondence_array(result: MatchResult, header: Header, reference_id: str,
     return out
 
 
+def _point(p: np.ndarray) -> Point:
+    x, y, z = (float(v) for v in p)
+    return Point(x=x, y=y, z=z)
+
+
 def objects_array(results: Sequence[ObjectResult], header: Header, processing_time: float = 0.0,
-                  latency: float = 0.0) -> tuple[ObjectsArray, list[CorrespondenceArray]]:
-    """The frame's :class:`ObjectsArray` and, for ~/matches, its per-object :class:`CorrespondenceArray` s."""
-    arrays = [correspondence_array(r.result, header, r.object_id, processing_time, latency, r.object_id, r.view_id)
+                  latency: float = 0.0, tracking: bool = False) -> tuple[ObjectsArray, list[CorrespondenceArray]]:
+    """The frame's :class:`ObjectsArray` and, for ~/matches, its per-object :class:`CorrespondenceArray` s
+    (with each object's track status when ``tracking``)."""
+    arrays = [correspondence_array(r.result, header, r.object_id, processing_time, latency, r.object_id, r.view_id,
+                                   track=r if tracking else None)
               for r in results]
     return ObjectsArray(header=_copy_header(header), objects=arrays, processing_time=float(processing_time),
                         latency=float(latency)), arrays

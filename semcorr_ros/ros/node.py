@@ -71,6 +71,7 @@ class _Job:
     results: Any = None  # MatchResult, or list[ObjectResult] when ``reference_id`` is None
     reference_id: str | None = None
     processing: float = 0.0  # conversion + engine seconds
+    tracking: bool = False  # results of the tracking mode (list[ObjectResult] with track status)
 
 
 def _default_engine_factory(config: EngineConfig) -> Any:
@@ -129,6 +130,7 @@ class CorrespondNode(Node):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._frames, self._results, self._pacer = LatestBox(), LatestBox(), Pacer()
+        self._tracks: list[tuple[str, str, int]] = []  # (object id, track status, frames since detection)
         self._superseded = [0, 0]  # converted frames, results replaced before the next stage took them
         self._worker = self._thread(self._run_inference, "inference")
         self._threads = (self._worker, self._thread(self._run_conversion, "conversion"),
@@ -370,7 +372,11 @@ class CorrespondNode(Node):
         try:
             extra = {"distortion": frame.distortion} if frame.distortion is not None else {}
             objects = getattr(engine, "objects", [])
-            if len(objects) > 1 or (objects and len(objects[0].views) > 1):
+            job.tracking = getattr(engine.config, "tracking", "off") == "on"
+            if job.tracking:
+                job.results = engine.track(frame.rgb, frame.depth, frame.K, frame.stamp, **extra)
+                self._tracks = [(r.object_id, r.track_status, r.frames_since_detection) for r in job.results]
+            elif len(objects) > 1 or (objects and len(objects[0].views) > 1):
                 job.results = engine.match_objects(frame.rgb, frame.depth, frame.K, **extra)
             else:
                 if engine.reference is None:
@@ -392,7 +398,8 @@ class CorrespondNode(Node):
             show = (float(self._values["marker_scale"]), bool(self._values["publish_debug_image"]),
                     job.arrival if self._inputs.stamps.use_arrival else None)
             if job.reference_id is None:
-                latency = self._outputs.publish_objects(job.frame, job.results, job.processing, *show)
+                latency = self._outputs.publish_objects(job.frame, job.results, job.processing, *show,
+                                                        tracking=job.tracking)
             else:
                 latency = self._outputs.publish(job.frame, job.results, job.reference_id, job.processing, *show)
             self._stats.record_published(latency, job.processing)
@@ -468,6 +475,8 @@ class CorrespondNode(Node):
             "reference_error": self._updates.error,
             "objects": ", ".join(f"{o.object_id} ({len(o.views)} view{'s' if len(o.views) > 1 else ''})"
                                  for o in self._updates.objects),
+            "tracking": ", ".join(f"{o}: {status} ({n} frames since detection)" for o, status, n in self._tracks)
+                        if getattr(getattr(self._engine, "config", None), "tracking", "off") == "on" else "off",
             "rate_hz": snap.rate_hz, "latency_p50_ms": snap.latency_p50 * 1e3,
             "latency_p95_ms": snap.latency_p95 * 1e3, "latency_max_ms": snap.latency_max * 1e3,
             "processing_p50_ms": snap.processing_p50 * 1e3,

@@ -96,11 +96,13 @@ class Outputs:
         return latency
 
     def publish_objects(self, frame: RgbdFrame, results: Sequence[ObjectResult], processing: float,
-                        marker_scale: float, debug_image: bool, arrival: float | None = None) -> float:
+                        marker_scale: float, debug_image: bool, arrival: float | None = None,
+                        tracking: bool = False) -> float:
         """Publish several objects' results for ``frame``: ~/objects once, ~/matches once per object (same
-        header, ``object_id`` and ``view_id`` set), one cloud and one marker array of every object (markers in
-        the namespace ``<node>/<object_id>``); ~/pose carries single-object results only (the poses are in the
-        arrays). Returns the latency as :meth:`publish`."""
+        header, ``object_id`` and ``view_id`` set; with ``tracking`` each object's track status), one cloud and
+        one marker array of every object (markers in the namespace ``<node>/<object_id>``); ~/pose only when
+        there is one object (with several, the poses are in the arrays). Returns the latency as
+        :meth:`publish`."""
         header, node = frame.header, self.node.get_name()
         cloud = messages.cloud_of_valid_points(_merged([r.result for r in results]), header)
         marks = [Marker(header=header, ns=node, action=Marker.DELETEALL)]
@@ -108,14 +110,17 @@ class Outputs:
             marks += messages.markers(r.result, header, marker_scale, ns=f"{node}/{r.object_id}",
                                       clear=False).markers
         latency = self._latency(frame, arrival)
-        scene, arrays = messages.objects_array(results, header, processing, latency)
+        scene, arrays = messages.objects_array(results, header, processing, latency, tracking)
         for array in arrays:
             self.matches.publish(array)
         self.objects.publish(scene)
         self.cloud.publish(cloud)
+        if len(results) == 1 and (pose := messages.pose_stamped(results[0].result, header)) is not None:
+            self.pose.publish(pose)
         self.markers.publish(MarkerArray(markers=marks))
         if debug_image and self.debug.get_subscription_count() > 0:
-            title = "  ".join(f"{r.object_id}:{r.view_id}" for r in results) + f"  latency {latency * 1e3:.0f} ms"
+            title = "  ".join(f"{r.object_id}:{r.view_id}" + (f" {r.track_status}" if tracking else "")
+                              for r in results) + f"  latency {latency * 1e3:.0f} ms"
             merged = _merged([r.result for r in results], [r.object_id for r in results])
             self.debug.publish(rgb_to_image(draw_overlay(frame.rgb, merged, title), "rgb8", header))
         return latency
