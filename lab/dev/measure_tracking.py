@@ -107,7 +107,8 @@ def run_scene(engine: Any, base_cfg: Any, changes: dict[str, Any], index: Any, s
     tm = temporal_metrics(sequence_arrays(gt_stamps, predictions, index.ground_truth, names))
     n_kp = m["scored_keypoints"]["with_output"]
     rot = [r["rot_err_deg"] for r in m["per_frame"] if "rot_err_deg" in r]
-    return {"pck": m["pck"], "n_kp": n_kp, "rot_err": rot, "pose_valid": m["pose"]["validity_rate"],
+    return {"pck": m["pck"], "pck_valid": m["pck_valid"], "coverage": m["coverage"],
+            "n_kp": n_kp, "rot_err": rot, "pose_valid": m["pose"]["validity_rate"],
             "temporal": tm, "encodes": encodes, "tracked_encodes": tracked_encodes, "times": times,
             "states": dict(states)}
 
@@ -134,7 +135,11 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tenc = [x for r in rows for x in r["tracked_encodes"]]
     times = [x for r in rows for x in r["times"]]
     at_risk = sum(lo["at_risk"] for lo in losses)
+    n_valid = sum((r["coverage"] or 0.0) * r["n_kp"] for r in rows)
+    pck_valid = sum((r["pck_valid"]["0.1"] or 0.0) * (r["coverage"] or 0.0) * r["n_kp"] for r in rows)
     return {"scenes": len(rows), "keypoints": n, "pck@0.05": pck("0.05"), "pck@0.1": pck("0.1"),
+            "coverage": round(n_valid / n, 4) if n else None,
+            "pck_valid@0.1": round(pck_valid / n_valid, 4) if n_valid else None,
             "jitter": jit("jitter"), "jitter_gt": jit("jitter_gt"),
             "rot_err_median_deg": round(float(np.median(rot)), 2) if rot else None, "pose_frames": len(rot),
             "pose_valid": round(float(np.mean([r["pose_valid"] or 0.0 for r in rows])), 3),
@@ -197,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, changes in variants.items():
                     r = run_scene(engine, base_cfg, changes, index, spec, ref_pose, frames)
                     per_variant[name].append(r)
-                    print(f"{setting} {cat} seed {seed} {name}: PCK@0.1 {r['pck']['0.1']} jitter "
+                    print(f"{setting} {cat} seed {seed} {name}: PCK@0.1 {r['pck']['0.1']} coverage {r['coverage']} "
+                          f"PCK_valid@0.1 {r['pck_valid']['0.1']} jitter "
                           f"{r['temporal']['jitter']['rms']} states {r['states']}", flush=True)
         results = {name: pooled(rows) for name, rows in per_variant.items()}
         report["settings"][setting] = results

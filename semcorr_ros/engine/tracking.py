@@ -194,7 +194,7 @@ class Track:
     object_id: str
     view_index: int
     stamp: float                                # seconds, of the last frame
-    xy: np.ndarray                              # [K, 2] last (filtered) pixels
+    xy: np.ndarray                              # [K, 2] last measured pixels (NaN where none)
     ok: np.ndarray                              # [K] bool: xy measured and valid in the last frame
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # [2] pixels per second
     size: float = float("nan")                  # object size, pixels
@@ -365,19 +365,19 @@ class Tracker:
         ref = obj.views[out.view_index]
         if tr.f2d is not None:
             res = _filtered(res, tr, valid, stamp, size, ref)
-        # velocity of the object from the keypoints seen in both frames
+        # the track predicts from the measurements (the filter only smooths the output: no lag fed back)
+        raw = res.raw_xy if res.raw_xy is not None else res.xy
         dt = stamp - tr.stamp
         both = valid & tr.ok
         if both.any() and np.isfinite(dt) and dt > 0:
-            v_now = np.median(res.xy[both] - tr.xy[both], axis=0) / dt
+            v_now = np.median(raw[both] - tr.xy[both], axis=0) / dt
             tr.velocity = v_now if not np.any(tr.velocity) else 0.5 * tr.velocity + 0.5 * v_now
         elif not both.any():
             tr.velocity = np.zeros(2)
-        tr.xy = np.where(valid[:, None], res.xy, np.nan)
+        tr.xy = np.where(valid[:, None], raw, np.nan)
         tr.ok, tr.size, tr.stamp = valid, size, stamp
         tr.depth_model = None
         if cfg.depth_aware and base.depth is not None and valid.any():
-            raw = res.raw_xy if res.raw_xy is not None else res.xy
             tr.depth_model = depth_aware.model_at(base.depth, raw[valid], res.score[valid], ref.depth_extent, cfg)
         tr.frames_since_detection += 1
         res.timings["tracking_total"] = time.perf_counter() - t0
