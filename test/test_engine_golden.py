@@ -133,7 +133,9 @@ def compare(got: dict, want: dict, atol: float) -> list[str]:
 @pytest.mark.skipif(not GOLDEN.is_file(), reason="no recorded golden outputs")
 def test_engine_outputs_equal_the_recorded_ones(tmp_path):
     want = dict(np.load(GOLDEN))
-    bad = compare(golden_outputs(tmp_path), want, atol=1e-5)
+    # 1e-3 px / score units: float32 kernels round differently on different CPUs (AVX2 vs AVX-512/AMX: a few
+    # ulp, ~1e-4 px measured); a change of behaviour moves outputs by far more
+    bad = compare(golden_outputs(tmp_path), want, atol=1e-3)
     assert not bad, "\n".join(bad[:20])
 
 
