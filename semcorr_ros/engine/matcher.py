@@ -11,7 +11,7 @@ import torch
 from semcorr_ros.config import DEFAULT_SCORE_CALIBRATION, EngineConfig
 from semcorr_ros.engine import confidence
 from semcorr_ros.engine.kbcnet import KBCNetHead, kbcnet_match
-from semcorr_ros.engine.matching import match_keypoints, uv_to_pixels
+from semcorr_ros.engine.matching import match_keypoints, similarity, uv_to_pixels
 from semcorr_ros.engine.views import View
 
 __all__ = ["Matches", "ViewMatcher"]
@@ -37,6 +37,9 @@ class ViewMatcher:
     def __init__(self, config: EngineConfig, kbcnet: KBCNetHead | None = None) -> None:
         self.config = config
         self.kbcnet = kbcnet
+        # the last (descriptors, map, similarity): the depth-aware pass matches the same view into the same map
+        # again (only the cell weights differ), so its similarity is reused, not recomputed
+        self._last_sim: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def coefficients(self) -> tuple[float, ...] | None:
         """Calibration of the match confidence in use: the config's ``score_calibration``, except that a KBCNet
@@ -62,10 +65,13 @@ class ViewMatcher:
                              cycle_sigma=cfg.cycle_sigma, tgt_weights=weights, prior=prior,
                              prior_weight=cfg.consensus_weight, prior_sigma=cfg.consensus_sigma)
         else:
+            last = self._last_sim
+            if last is None or last[0] is not view.desc or last[1] is not fmap:
+                last = self._last_sim = (view.desc, fmap, similarity(view.desc, fmap))
             m = match_keypoints(view.desc, view.uv, view.fmap, fmap, radius=cfg.softargmax_radius,
                                 temperature=cfg.softargmax_temperature, cycle_sigma=cfg.cycle_sigma,
                                 tgt_weights=weights, prior=prior, prior_weight=cfg.consensus_weight,
-                                prior_sigma=cfg.consensus_sigma)
+                                prior_sigma=cfg.consensus_sigma, sim=last[2])
         feats = confidence.score_features(m.peak, m.cycle_error, m.uv, prior, cfg.cycle_sigma, cfg.consensus_sigma)
         coeffs = self.coefficients()
         score = m.score if coeffs is None else confidence.calibrated_score(feats, coeffs)

@@ -122,7 +122,8 @@ def prior_soft_argmax(sim: torch.Tensor, prior: torch.Tensor | None, prior_weigh
 def match_keypoints(desc: torch.Tensor, src_uv: torch.Tensor, src_map: torch.Tensor, tgt_map: torch.Tensor,
                     *, radius: int = 2, temperature: float = 0.02, cycle_sigma: float = 0.05,
                     tgt_weights: torch.Tensor | None = None, prior: torch.Tensor | None = None,
-                    prior_weight: float = 0.0, prior_sigma: float = 0.1) -> SparseMatches:
+                    prior_weight: float = 0.0, prior_sigma: float = 0.1,
+                    sim: torch.Tensor | None = None) -> SparseMatches:
     """Match source keypoints into the target map; confidence from the peak and cycle consistency.
 
     The score is ``clamp(peak, 0, 1) * exp(-e^2 / (2 sigma^2))`` with ``e`` the cycle error: the target match's
@@ -141,6 +142,7 @@ def match_keypoints(desc: torch.Tensor, src_uv: torch.Tensor, src_map: torch.Ten
             :mod:`semcorr_ros.engine.consensus`): ``prior_weight * exp(-d^2 / (2 prior_sigma^2))`` (``d`` the
             cell's distance to the prior, normalised units) is added to the similarities before the
             soft-argmax; ``peak`` (and so the score) stays the raw similarity at the chosen cell.
+        sim: ``similarity(desc, tgt_map)`` when the caller has it already (a second pass over the same map).
 
     Returns:
         :class:`SparseMatches`.
@@ -148,7 +150,8 @@ def match_keypoints(desc: torch.Tensor, src_uv: torch.Tensor, src_map: torch.Ten
     if desc.shape[0] == 0:
         z = desc.new_zeros(0)
         return SparseMatches(uv=desc.new_zeros(0, 2), peak=z, cycle_error=z, score=z)
-    sim = similarity(desc, tgt_map)
+    if sim is None:
+        sim = similarity(desc, tgt_map)
     if tgt_weights is not None:
         sim = sim * tgt_weights[None]
     uv, peak = prior_soft_argmax(sim, prior, prior_weight, prior_sigma, radius, temperature)
