@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -126,6 +127,8 @@ def _per_group(runs: list[dict], tags: list[str]) -> dict:
     for r, tag in zip(runs, tags):
         if "per_object" in r:
             for oid, m in r["per_object"].items():
+                # the object's category (mug_0003 -> mug, a repeat mug_0003_2 -> mug_2): seeds pool together
+                oid = re.sub(r"_\d{4}", "", m.get("ground_truth_instance") or oid)
                 if "pck" in m:
                     groups.setdefault(oid, []).append((m["pck"]["0.1"], m["scored_keypoints"]["with_output"]))
                 for v, n in m.get("views", {}).items():
