@@ -75,3 +75,29 @@ def test_no_launch_uses_a_running_node(tmp_path: Path, ros_env: dict[str, str],
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_node_mode_objects_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An objects file of two 2-view sets: the node publishes ~/matches once per object, recorded per object."""
+    scene = tmp_path / "pair"
+    assert main(["synth", str(scene), "--frames", "3", "--objects", "mug,bottle", "--reference-views", "2",
+                 "--width", "160", "--height", "120", "--no-progress"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    code = main(["bag-eval", str(scene / "bag"), "--reference", str(scene / "objects.yaml"), "--out", str(out),
+                 "--no-progress", "--device", "cpu", "--backbone", "effnet-lite2", "--rate", "0.25"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    r = json.loads((out / "bag_eval.json").read_text())
+    m = r["metrics"]
+    assert r["config"]["reference_kind"] == "objects" and m["objects"] == ["mug", "bottle"]
+    assert r["run"]["exit_code"] == 0 and "Traceback" not in (out / "node.log").read_text()
+    answered = m["frames"]["with_output"]
+    assert answered >= 2
+    for oid in ("mug", "bottle"):
+        po = m["per_object"][oid]
+        assert po["frames"]["with_output"] == answered and sum(po["views"].values()) == answered
+        assert po["ground_truth_instance"] == f"{oid}_0000" and po["scored_keypoints"]["with_output"] > 0
+    assert m["scored_keypoints"]["with_output"] == sum(m["per_object"][o]["scored_keypoints"]["with_output"]
+                                                       for o in ("mug", "bottle"))
+    assert "object mug" in stdout and "object bottle" in stdout
