@@ -175,3 +175,29 @@ def test_cli_errors_of_the_new_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["synth", str(tmp_path / "x"), "--orbit", "round"])
     assert exc.value.code == 2
+
+
+def test_occlusion_hides_the_object_in_its_frames_only():
+    base = render_scene(SceneSpec("mug", seed=0, frames=6, width=W, height=H))
+    occ = render_scene(SceneSpec("mug", seed=0, frames=6, width=W, height=H, occlusion=(2, 4)))
+    for i in range(6):
+        a, b = base.render(i), occ.render(i)
+        if 2 <= i < 4:
+            assert not b.gt.visible.any() and np.isnan(b.gt.object_box).all() and b.gt.object_fraction == 0.0
+            assert a.gt.visible.any()
+            grey = np.all(b.rgb == 128, axis=2)
+            assert grey.mean() > a.gt.object_fraction  # the panel covers more than the object did
+            assert np.all(b.depth[grey] <= 300)  # mm: the panel is in front of everything
+        else:  # every other frame exactly as without the option
+            assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.depth, b.depth)
+            assert np.array_equal(a.gt.visible, b.gt.visible)
+
+
+def test_occlusion_flag_is_checked_and_recorded(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "bad"), "--frames", "4", "--occlusion", "3:1", *SMALL]) == 1
+    assert "0 <= START < END" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "bad2"), "--frames", "4", "--occlusion", "x", *SMALL]) == 1
+    assert "START:END" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "ok"), "--frames", "4", "--occlusion", "1:2", *SMALL]) == 0
+    doc = json.loads((tmp_path / "ok" / "scene.json").read_text())
+    assert doc["occlusion_frames"] == [1, 2] and "--occlusion" in doc["command"]

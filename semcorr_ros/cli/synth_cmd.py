@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="several objects in one scene, e.g. mug,bottle (categories, repeats allowed): ground "
                              "truth per object, one reference (set) per object in OUT/<object>/, and "
                              "OUT/objects.yaml; replaces --category")
+    parser.add_argument("--occlusion", default=None, metavar="START:END",
+                        help="frames START <= i < END: a grey panel just in front of the camera hides the object "
+                             "entirely (ground truth: no keypoint visible), to test track loss and re-acquisition")
     parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"),
                         help="rosbag2 storage plugin (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     specs = [SceneSpec(category=c, seed=args.seed, frames=args.frames, small_object=args.small_object,
                        depth_noise=args.depth_noise, width=args.width, height=args.height, rate=args.rate,
                        clutter=not args.no_clutter, orbit=args.orbit, reference_views=args.reference_views,
-                       objects=objects) for c in cats]
+                       objects=objects, occlusion=_occlusion(args.occlusion)) for c in cats]
     for s in specs:
         s.validate()  # ConfigError (exit 1 with the message) before anything is written
     command = _reconstruct(args)
@@ -117,6 +120,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _occlusion(text: str | None) -> tuple[int, ...]:
+    """``--occlusion START:END`` as ``(start, end)``; None: ``()``."""
+    from semcorr_ros.errors import ConfigError
+
+    if text is None:
+        return ()
+    try:
+        a, b = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--occlusion takes START:END frame numbers (e.g. 10:15), got {text!r}") from None
+    if not 0 <= a < b:
+        raise ConfigError(f"--occlusion START:END needs 0 <= START < END, got {text!r}")
+    return a, b
+
+
 def _reconstruct(args: argparse.Namespace) -> list[str]:
     """The command line equivalent to ``args`` (recorded in scene.json)."""
     cmd = ["semcorr", "synth", str(args.out), "--category", args.category, "--frames", str(args.frames),
@@ -128,6 +146,8 @@ def _reconstruct(args: argparse.Namespace) -> list[str]:
         cmd += ["--reference-views", str(args.reference_views)]
     if args.objects is not None:
         cmd += ["--objects", args.objects]
+    if args.occlusion is not None:
+        cmd += ["--occlusion", args.occlusion]
     for flag in ("small_object", "depth_noise", "no_clutter", "overwrite"):
         if getattr(args, flag):
             cmd.append("--" + flag.replace("_", "-"))

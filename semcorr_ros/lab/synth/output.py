@@ -220,6 +220,8 @@ def write_scene(scene: Scene, folder: Path, storage: str = "mcap", command: Sequ
         doc["reference_views"] = int(spec.reference_views)
         if not multi:
             doc["reference_set"] = _set_doc(ref)
+    if spec.occlusion:
+        doc["occlusion_frames"] = [int(spec.occlusion[0]), int(spec.occlusion[1])]
     if multi:
         doc["objects"] = objects_doc
         doc["objects_file"] = "objects.yaml"

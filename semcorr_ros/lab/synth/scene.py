@@ -78,6 +78,9 @@ class SceneSpec:
             spread around it (azimuths ``a0 + 360 * i / N``; view 0 is the single reference view).
         objects: several categories in one scene (e.g. ``("mug", "bottle")``), placed apart; empty (default):
             the one ``category``. With objects, ``category`` is ignored.
+        occlusion: ``(start, end)``: in frames ``start <= i < end`` a panel just in front of the camera hides the
+            (first) object entirely (:func:`_occlude`; its keypoints are not visible, its box is empty); ``()``
+            (default): none. For testing track loss and re-acquisition.
     """
 
     category: str = "mug"
@@ -95,6 +98,7 @@ class SceneSpec:
     orbit: str = "swing"
     reference_views: int = 0
     objects: tuple[str, ...] = ()
+    occlusion: tuple[int, ...] = ()
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -112,6 +116,8 @@ class SceneSpec:
         if not isinstance(self.reference_views, (int, np.integer)) or not (
                 0 <= self.reference_views <= MAX_REFERENCE_VIEWS):
             raise ConfigError(f"reference_views must be in [0, {MAX_REFERENCE_VIEWS}], got {self.reference_views!r}")
+        if self.occlusion and not (len(self.occlusion) == 2 and 0 <= int(self.occlusion[0]) < int(self.occlusion[1])):
+            raise ConfigError(f"occlusion must be (start, end) frames with 0 <= start < end, got {self.occlusion!r}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not 1 <= int(self.frames) <= 1_000_000:
@@ -809,6 +815,9 @@ class Scene:
         spec = self.spec
         T_wc = self.camera_pose(i)
         rgb, z, gid = self.world.render(T_wc, self.K, spec.width, spec.height)
+        panel = None
+        if spec.occlusion and spec.occlusion[0] <= i < spec.occlusion[1]:
+            panel = _occlude(rgb, z, gid, self.world.target_ids[0])
         if spec.depth_noise:
             depth = noisy_depth_mm(z, _rng(spec.seed, self.category, "depth-noise", i), self._noise_model)
         else:
@@ -817,9 +826,33 @@ class Scene:
         for j, (model, T_wo, instance) in enumerate(zip(self.models, self.T_world_objects, self.instances)):
             g = _ground_truth(self.world, model, T_wc, T_wo, self.K, gid, spec.width, spec.height,
                               self.world.target_ids[j])
+            if panel is not None:
+                x0, y0, x1, y1 = panel
+                kp = g["keypoints_2d"]
+                g["visible"] = g["visible"] & ~((kp[:, 0] >= x0 - 0.5) & (kp[:, 0] <= x1 - 0.5)
+                                                & (kp[:, 1] >= y0 - 0.5) & (kp[:, 1] <= y1 - 0.5))
             gts.append(FrameGroundTruth(stamp_ns=spec.stamp_ns(i), frame_index=i, category=model.category,
                                         instance=instance, names=list(model.names), **g))
         return Frame(rgb, depth, self.K.copy(), gts[0]), gts
+
+
+def _occlude(rgb: np.ndarray, z: np.ndarray, gid: np.ndarray, target_id: int) -> tuple[int, int, int, int] | None:
+    """Paint a flat grey panel over the object's pixels' box (plus 25 % margin each side) in place: colour, depth
+    (0.3 m, or half the object's nearest depth if that is nearer) and ids (the id type's maximum: nothing).
+    Returns the panel ``(x0, y0, x1, y1)`` (pixel edges, ``x1``/``y1`` exclusive), or None when the object is not
+    in view."""
+    ys, xs = np.nonzero(gid == target_id)
+    if len(xs) == 0:
+        return None
+    h, w = gid.shape
+    mx, my = 0.25 * (xs.max() - xs.min() + 1), 0.25 * (ys.max() - ys.min() + 1)
+    x0, y0 = max(0, int(xs.min() - mx)), max(0, int(ys.min() - my))
+    x1, y1 = min(w, int(np.ceil(xs.max() + 1 + mx))), min(h, int(np.ceil(ys.max() + 1 + my)))
+    near = float(np.nanmin(z[ys, xs]))
+    rgb[y0:y1, x0:x1] = 128
+    z[y0:y1, x0:x1] = min(0.3, 0.5 * near)
+    gid[y0:y1, x0:x1] = np.iinfo(gid.dtype).max if gid.dtype.kind in "iu" else -1
+    return x0, y0, x1, y1
 
 
 def _duplicate_index(cats: tuple[str, ...]) -> list[int]:
