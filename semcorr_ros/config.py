@@ -159,6 +159,9 @@ class EngineConfig:
     tracking_velocity: bool = _crop(
         True, "Predict the next box with a constant-velocity model (off: around the last keypoints).",
         tier=ADVANCED)
+    tracking_arbitrate: bool = _crop(
+        True, "At a periodic re-detection, keep per keypoint the detection or the track, whichever fits the "
+        "joint 3D pose of both better (off: the detection replaces the track).", tier=ADVANCED)
     tracking_filter: str = _crop(
         "one-euro", "Temporal filter of the tracked keypoints (2D and 3D) and pose: one-euro or off.",
         choices=TRACKING_FILTERS, tier=ADVANCED)

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def run_scene(engine: Any, base_cfg: Any, changes: dict[str, Any], index: Any, s
     engine.match(spec.image, spec.depth, spec.intrinsics)  # warm-up, as bag-eval offline does
     engine.tracker.reset()
     predictions: dict[int, Any] = {}
+    raw_predictions: dict[int, Any] = {}  # the same frames with the unfiltered pose (raw_pose)
     encodes, tracked_encodes, times, states = [], [], [], Counter()
     for fr in frames:
         e0, t = engine.encodes, time.perf_counter()
@@ -101,14 +103,18 @@ def run_scene(engine: Any, base_cfg: Any, changes: dict[str, Any], index: Any, s
         if obj.track_status == "tracked":
             tracked_encodes.append(n)
         predictions[fr.stamp_ns] = FramePrediction.from_result(fr.stamp_ns, obj.result, dt)
+        raw = obj.result if obj.result.raw_pose is None else replace(obj.result, pose=obj.result.raw_pose)
+        raw_predictions[fr.stamp_ns] = FramePrediction.from_result(fr.stamp_ns, raw, dt)
     m = evaluate(index.color_stamps, predictions, index.ground_truth, spec.names, ref_pose)
     names = m.get("keypoints", {}).get("scored", [])
     gt_stamps = [s for s in index.color_stamps if s in index.ground_truth]
     tm = temporal_metrics(sequence_arrays(gt_stamps, predictions, index.ground_truth, names))
     n_kp = m["scored_keypoints"]["with_output"]
     rot = [r["rot_err_deg"] for r in m["per_frame"] if "rot_err_deg" in r]
+    m_raw = evaluate(index.color_stamps, raw_predictions, index.ground_truth, spec.names, ref_pose)
+    rot_raw = [r["rot_err_deg"] for r in m_raw["per_frame"] if "rot_err_deg" in r]
     return {"pck": m["pck"], "pck_valid": m["pck_valid"], "coverage": m["coverage"],
-            "n_kp": n_kp, "rot_err": rot, "pose_valid": m["pose"]["validity_rate"],
+            "n_kp": n_kp, "rot_err": rot, "rot_err_raw": rot_raw, "pose_valid": m["pose"]["validity_rate"],
             "temporal": tm, "encodes": encodes, "tracked_encodes": tracked_encodes, "times": times,
             "states": dict(states)}
 
@@ -126,6 +132,7 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return round(float(np.sqrt(ss / cnt)), 5) if cnt else None
 
     rot = [x for r in rows for x in r["rot_err"]]
+    rot_raw = [x for r in rows for x in r["rot_err_raw"]]
     losses = [r["temporal"]["losses"] for r in rows]
     gaps = [g for lo in losses for g in lo["frames_to_reacquire"]]
     states: Counter[str] = Counter()
@@ -142,6 +149,7 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "pck_valid@0.1": round(pck_valid / n_valid, 4) if n_valid else None,
             "jitter": jit("jitter"), "jitter_gt": jit("jitter_gt"),
             "rot_err_median_deg": round(float(np.median(rot)), 2) if rot else None, "pose_frames": len(rot),
+            "rot_err_raw_median_deg": round(float(np.median(rot_raw)), 2) if rot_raw else None,
             "pose_valid": round(float(np.mean([r["pose_valid"] or 0.0 for r in rows])), 3),
             "losses": sum(lo["losses"] for lo in losses),
             "loss_rate": round(sum(lo["losses"] for lo in losses) / at_risk, 4) if at_risk else None,
@@ -154,14 +162,18 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "states": dict(states)}
 
 
+def _med(x: list[float]) -> float:
+    return float(np.median(x)) if x else float("nan")
+
+
 def _table(setting: str, results: dict[str, dict[str, Any]]) -> str:
-    head = ("| variant | PCK@0.05 | PCK@0.1 | jitter (gt) | rot err median deg (frames) | losses (re-acq. mean) | "
-            "encodes/frame (tracked) | ms/frame p50 | states |")
-    lines = [f"### {setting}", "", head, "|" + "---|" * 9]
+    head = ("| variant | PCK@0.05 | PCK@0.1 | jitter (gt) | rot err median deg (frames) | raw pose rot err | "
+            "losses (re-acq. mean) | encodes/frame (tracked) | ms/frame p50 | states |")
+    lines = [f"### {setting}", "", head, "|" + "---|" * 10]
     for name, p in results.items():
         states = ", ".join(f"{k} {v}" for k, v in sorted(p["states"].items()))
         lines.append(f"| {name} | {p['pck@0.05']} | {p['pck@0.1']} | {p['jitter']} ({p['jitter_gt']}) | "
-                     f"{p['rot_err_median_deg']} ({p['pose_frames']}) | {p['losses']} "
+                     f"{p['rot_err_median_deg']} ({p['pose_frames']}) | {p['rot_err_raw_median_deg']} | {p['losses']} "
                      f"({p['frames_to_reacquire_mean']}) | {p['encodes_per_frame']} "
                      f"({p['encodes_per_tracked_frame']}) | {p['ms_per_frame_p50']} | {states} |")
     return "\n".join(lines)
@@ -203,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_scene(engine, base_cfg, changes, index, spec, ref_pose, frames)
                     per_variant[name].append(r)
                     print(f"{setting} {cat} seed {seed} {name}: PCK@0.1 {r['pck']['0.1']} coverage {r['coverage']} "
-                          f"PCK_valid@0.1 {r['pck_valid']['0.1']} jitter "
+                          f"PCK_valid@0.1 {r['pck_valid']['0.1']} rot {_med(r['rot_err']):.1f} "
+                          f"(raw {_med(r['rot_err_raw']):.1f}) jitter "
                           f"{r['temporal']['jitter']['rms']} states {r['states']}", flush=True)
         results = {name: pooled(rows) for name, rows in per_variant.items()}
         report["settings"][setting] = results

@@ -37,21 +37,24 @@ import numpy as np
 import torch
 
 from semcorr_ros.config import EngineConfig
-from semcorr_ros.engine import depth_aware, kbc, stages
+from semcorr_ros.engine import depth_aware, geometry, kbc, stages
 from semcorr_ros.engine.filters import OneEuroFilter, RotationFilter
 from semcorr_ros.engine.matching import pixels_to_uv
 from semcorr_ros.engine.objects import ObjectModel, ObjectResult, match_object
+from semcorr_ros.engine.pose import estimate_pose
 from semcorr_ros.engine.types import MatchResult
 from semcorr_ros.engine.views import Reference, View
 
 __all__ = ["TRACK_STATES", "Track", "Tracker", "track_check", "tracked_pass", "predict_keypoints",
-           "similarity_fill", "object_size"]
+           "similarity_fill", "object_size", "arbitrate"]
 
 TRACK_STATES = ("detecting", "tracked", "lost", "reacquired")
 #: a tracked frame whose keypoints spread over more than this factor more (or less) than predicted is lost
 MAX_SCALE_CHANGE = 1.5
 #: smallest live crop side of a tracked frame, pixels
 MIN_CROP_SIDE = 16.0
+#: at a re-detection, a detected keypoint farther than this (object sizes) from the track's disagrees with it
+DISAGREE = 0.1
 
 #: ``tracking_view(ref) -> (reference crop box, its encoded view)`` (the engine's, cached per reference)
 TrackingView = Callable[[Reference], tuple[kbc.Box, View]]
@@ -140,6 +143,54 @@ def track_check(result: MatchResult, cfg: EngineConfig, predicted: np.ndarray | 
     return ""
 
 
+def arbitrate(det: MatchResult, predicted: np.ndarray, track_score: np.ndarray, ref_points: np.ndarray | None,
+              f: stages.Frame, cfg: EngineConfig, size: float) -> tuple[MatchResult, np.ndarray]:
+    """Keypoint by keypoint, the better-supported of a re-detection ``det`` and the track's prediction.
+
+    Both candidates of every keypoint (the detection's match and the track's predicted pixel, lifted with the
+    frame's depth) go into one RANSAC pose from the reference's 3D points (``ref_points [K, 3]``, object order).
+    Where the two disagree (more than :data:`DISAGREE` object sizes apart) the keypoint takes the candidate
+    closer to that pose; the pose is then estimated again from the chosen points. Without depth, intrinsics,
+    reference 3D or a valid joint pose, ``det`` is kept as it is.
+
+    Returns:
+        ``(result, taken)``: the arbitrated result and ``[K]`` bool, the keypoints taken from the track.
+    """
+    k = len(det.score)
+    taken = np.zeros(k, bool)
+    if f.depth is None or f.K is None or ref_points is None or not np.isfinite(size) or size <= 0:
+        return det, taken
+    pred_ok = np.isfinite(predicted).all(1)
+    if not pred_ok.any():
+        return det, taken
+    trk_pts, trk_3d = geometry.lift(f.depth, np.where(pred_ok[:, None], predicted, 0.0), f.K, cfg.depth_radius,
+                                    distortion=f.distortion)
+    trk_3d = trk_3d & pred_ok
+    det_ok = np.asarray(det.valid, bool) & np.asarray(det.has_3d, bool) & np.isfinite(det.points3d).all(1)
+    ref_ok = np.isfinite(ref_points).all(1)
+    src = np.vstack([ref_points, ref_points])
+    dst = np.vstack([np.where(det_ok[:, None], det.points3d, np.nan), np.where(trk_3d[:, None], trk_pts, np.nan)])
+    mask = np.concatenate([det_ok, trk_3d]) & np.concatenate([ref_ok, ref_ok])
+    joint = estimate_pose(src, dst, mask=mask, threshold=cfg.pose_threshold, iterations=cfg.pose_iterations,
+                          min_inliers=cfg.pose_min_inliers)
+    if not joint.valid:
+        return det, taken
+    fit = np.where(ref_ok[:, None], ref_points, 0.0) @ np.asarray(joint.R).T + np.asarray(joint.t).reshape(1, 3)
+    r_det = np.where(det_ok & ref_ok, np.linalg.norm(np.nan_to_num(det.points3d) - fit, axis=1), np.inf)
+    r_trk = np.where(trk_3d & ref_ok, np.linalg.norm(np.nan_to_num(trk_pts) - fit, axis=1), np.inf)
+    apart = np.linalg.norm(np.nan_to_num(det.xy, nan=1e9) - np.nan_to_num(predicted, nan=-1e9), axis=1) / size
+    taken = trk_3d & (r_trk < r_det) & ~(apart <= DISAGREE)
+    if not taken.any():
+        return det, taken
+    xy, pts = det.xy.copy(), det.points3d.copy()
+    score, valid, has3 = det.score.copy(), np.asarray(det.valid, bool).copy(), np.asarray(det.has_3d, bool).copy()
+    xy[taken], pts[taken], has3[taken], valid[taken] = predicted[taken], trk_pts[taken], True, True
+    score[taken] = np.where(np.isfinite(track_score[taken]), track_score[taken], score[taken])
+    pose = estimate_pose(ref_points, pts, mask=has3 & valid & ref_ok, threshold=cfg.pose_threshold,
+                         iterations=cfg.pose_iterations, min_inliers=cfg.pose_min_inliers)
+    return replace(det, xy=xy, points3d=pts, score=score, valid=valid, has_3d=has3, pose=pose), taken
+
+
 def tracked_pass(ctx: stages.Context, f: stages.Frame, view: View, src_box: kbc.Box, predicted: np.ndarray,
                  weights: np.ndarray, depth_model: depth_aware.DepthModel | None) -> kbc.Box | None:
     """One tracked frame of one view: crop around the predicted keypoints, one encode, match, lift, pose.
@@ -201,6 +252,7 @@ class Track:
     depth_model: depth_aware.DepthModel | None = None
     frames_since_detection: int = 0
     lost: bool = False                          # lost: detect on the full frame every frame until found
+    score: np.ndarray | None = None             # [K] last confidences (object order)
     f2d: OneEuroFilter | None = None
     f3d: OneEuroFilter | None = None
     ft: OneEuroFilter | None = None
@@ -278,6 +330,8 @@ class Tracker:
                 return self._finish(obj, tr, out, base, stamp, cfg, "tracked", timing_start)
             reason = out
         det = match_object(obj, base, context, object_box)
+        if periodic and tr is not None and cfg.tracking_arbitrate and det.view_index == tr.view_index:
+            det.result, _ = self._arbitrate(obj, tr, det, base, stamp, cfg)
         ok = np.isfinite(stamp) and not track_check(det.result, cfg, pose_expected=_pose_expected(
             obj.views[det.view_index], base))
         if ok:
@@ -311,6 +365,19 @@ class Tracker:
             det.track_status, det.frames_since_detection = "detecting", 0
         det.track_reason = reason or track_check(det.result, cfg)
         return det
+
+    def _arbitrate(self, obj: ObjectModel, tr: Track, det: ObjectResult, base: stages.Frame, stamp: float,
+                   cfg: EngineConfig) -> tuple[MatchResult, np.ndarray]:
+        v = tr.view_index
+        ref, idx = obj.views[v], obj.index[v]
+        dt = max(stamp - tr.stamp, 0.0) if np.isfinite(tr.stamp) else 0.0
+        pred = predict_keypoints(tr.xy, tr.ok, tr.velocity if cfg.tracking_velocity else np.zeros(2), dt)
+        ref_pts = None
+        if ref.points3d is not None:
+            ref_pts = np.full((len(obj.names), 3), np.nan)
+            ref_pts[idx] = ref.points3d
+        score = tr.score if tr.score is not None else np.full(len(obj.names), np.nan)
+        return arbitrate(det.result, pred, score, ref_pts, base, cfg, tr.size)
 
     def _tracked(self, obj: ObjectModel, tr: Track, base: stages.Frame, stamp: float, cfg: EngineConfig,
                  context: Callable[[Reference], stages.Context], tracking_view: TrackingView) -> ObjectResult | str:
@@ -376,6 +443,7 @@ class Tracker:
             tr.velocity = np.zeros(2)
         tr.xy = np.where(valid[:, None], raw, np.nan)
         tr.ok, tr.size, tr.stamp = valid, size, stamp
+        tr.score = np.asarray(res.score, float).copy()
         tr.depth_model = None
         if cfg.depth_aware and base.depth is not None and valid.any():
             tr.depth_model = depth_aware.model_at(base.depth, raw[valid], res.score[valid], ref.depth_extent, cfg)
