@@ -48,6 +48,7 @@ class FramePrediction:
         latency_s: node mode: receive - publish time; offline: engine time. processing_s: engine time.
         object_id, view_id: for an object of a reference set or objects file: the object and its chosen view
             (the pose maps that view's camera frame to the live one).
+        track_status: tracking mode: ``tracked``, ``detecting``, ``lost`` or ``reacquired``; else None.
     """
 
     stamp_ns: int
@@ -62,6 +63,7 @@ class FramePrediction:
     processing_s: float | None = None
     object_id: str | None = None
     view_id: str | None = None
+    track_status: str | None = None
 
     @property
     def pose_valid(self) -> bool:
@@ -84,7 +86,8 @@ class FramePrediction:
             points3d=np.array([[c.point.x, c.point.y, c.point.z] for c in cs], float).reshape(-1, 3),
             has_point=np.array([bool(c.has_point) for c in cs], bool), pose=pose, latency_s=latency_s,
             processing_s=float(msg.processing_time), object_id=str(getattr(msg, "object_id", "") or "") or None,
-            view_id=str(getattr(msg, "view_id", "") or "") or None)
+            view_id=str(getattr(msg, "view_id", "") or "") or None,
+            track_status=str(getattr(msg, "track_status", "") or "") or None)
 
     @staticmethod
     def from_result(stamp_ns: int, result: Any, latency_s: float) -> "FramePrediction":

@@ -3,7 +3,9 @@
 Frames are paired and converted as in the node (colour pivot, nearest depth within ``slop`` s, latest camera
 info, :func:`semcorr_ros.ros.frames.frame_from_messages`); the engine is warmed up on the reference first (as the
 node does before it reports ready). Latency = the engine's time for the frame. No frame is dropped for load;
-a frame the engine or the conversion rejects has no output (its reason is counted).
+a frame the engine or the conversion rejects has no output (its reason is counted). With ``tracking: on`` every
+frame goes through :meth:`CorrespondenceEngine.track` with its stamp (in bag order), and each prediction carries
+its track status; ``info`` then counts the encodes per frame.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def run_offline(index: BagIndex, spec: ReferenceSpec, engine: Any, *, slop: floa
         pass
     warmup_s = time.perf_counter() - t
     depth_scale = float(getattr(getattr(engine, "config", None), "depth_scale", 0.001))
+    tracking = _tracking(engine)
+    encodes = _Encodes(engine)
     predictions: dict[int, FramePrediction] = {}
     rejected: Counter[str] = Counter()
     total = 0.0
@@ -55,18 +59,29 @@ def run_offline(index: BagIndex, spec: ReferenceSpec, engine: Any, *, slop: floa
             if frame.stamp_ns in predictions:
                 continue
             t = time.perf_counter()
+            encodes.start()
             try:
-                result = engine.match(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
+                if tracking:
+                    [tracked] = engine.track(frame.rgb, frame.depth, frame.K, frame.stamp_ns * 1e-9,
+                                             distortion=frame.distortion)
+                    result = tracked.result
+                else:
+                    result = engine.match(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
             except SemcorrError as exc:
                 rejected[str(exc)] += 1
                 continue
             dt = time.perf_counter() - t
             total += dt
-            predictions[frame.stamp_ns] = FramePrediction.from_result(frame.stamp_ns, result, dt)
+            pred = FramePrediction.from_result(frame.stamp_ns, result, dt)
+            if tracking:
+                pred.track_status = tracked.track_status
+            encodes.done(pred.track_status)
+            predictions[frame.stamp_ns] = pred
     finally:
         bar.close()
     info = {"rejected": dict(rejected), "engine_s": round(total, 3), "warmup_s": round(warmup_s, 3),
-            "device": str(getattr(engine, "device", "?")), "sync_slop_s": slop}
+            "device": str(getattr(engine, "device", "?")), "sync_slop_s": slop, "tracking": tracking,
+            **encodes.summary()}
     return predictions, info
 
 
@@ -92,6 +107,8 @@ def run_offline_objects(index: BagIndex, objects: list[Any], engine: Any, *, slo
         pass
     warmup_s = time.perf_counter() - t
     depth_scale = float(getattr(getattr(engine, "config", None), "depth_scale", 0.001))
+    tracking = _tracking(engine)
+    encodes = _Encodes(engine)
     predictions: dict[str, dict[int, FramePrediction]] = {o.object_id: {} for o in objects}
     rejected: Counter[str] = Counter()
     total = 0.0
@@ -107,8 +124,13 @@ def run_offline_objects(index: BagIndex, objects: list[Any], engine: Any, *, slo
             if any(frame.stamp_ns in p for p in predictions.values()):
                 continue
             t = time.perf_counter()
+            encodes.start()
             try:
-                results = engine.match_objects(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
+                if tracking:
+                    results = engine.track(frame.rgb, frame.depth, frame.K, frame.stamp_ns * 1e-9,
+                                           distortion=frame.distortion)
+                else:
+                    results = engine.match_objects(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
             except SemcorrError as exc:
                 rejected[str(exc)] += 1
                 continue
@@ -117,10 +139,43 @@ def run_offline_objects(index: BagIndex, objects: list[Any], engine: Any, *, slo
             for r in results:
                 pred = FramePrediction.from_result(frame.stamp_ns, r.result, dt)
                 pred.object_id, pred.view_id = r.object_id, r.view_id
+                if tracking:
+                    pred.track_status = r.track_status
                 predictions[r.object_id][frame.stamp_ns] = pred
+            encodes.done("tracked" if tracking and all(r.track_status == "tracked" for r in results) else None)
     finally:
         bar.close()
     info = {"rejected": dict(rejected), "engine_s": round(total, 3), "warmup_s": round(warmup_s, 3),
             "device": str(getattr(engine, "device", "?")), "sync_slop_s": slop,
-            "objects": [{"object_id": o.object_id, "views": [v.reference_id for v in o.views]} for o in objects]}
+            "objects": [{"object_id": o.object_id, "views": [v.reference_id for v in o.views]} for o in objects],
+            "tracking": tracking, **encodes.summary()}
     return predictions, info
+
+
+def _tracking(engine: Any) -> bool:
+    return getattr(getattr(engine, "config", None), "tracking", "off") == "on"
+
+
+class _Encodes:
+    """Image encodes per frame (the engine's ``encodes`` counter), overall and on tracked frames."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.frames, self.total, self.tracked_frames, self.tracked = engine, 0, 0, 0, 0
+        self._before = 0
+
+    def start(self) -> None:
+        self._before = int(getattr(self.engine, "encodes", 0))
+
+    def done(self, status: str | None) -> None:
+        n = int(getattr(self.engine, "encodes", 0)) - self._before
+        self.frames, self.total = self.frames + 1, self.total + n
+        if status == "tracked":
+            self.tracked_frames, self.tracked = self.tracked_frames + 1, self.tracked + n
+
+    def summary(self) -> dict[str, Any]:
+        if not hasattr(self.engine, "encodes") or not self.frames:
+            return {}
+        out: dict[str, Any] = {"encodes_per_frame": round(self.total / self.frames, 3)}
+        if self.tracked_frames:
+            out["encodes_per_tracked_frame"] = round(self.tracked / self.tracked_frames, 3)
+        return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from semcorr_ros.eval.figures import save_figure
 from semcorr_ros.eval.pck import box_unit, normalised_errors, within
 from semcorr_ros.groundtruth import FrameGroundTruth
 
-__all__ = ["plot_pck_curve", "plot_latency_hist", "pick_contact_frames", "plot_contact_sheet"]
+__all__ = ["plot_pck_curve", "plot_latency_hist", "plot_temporal", "pick_contact_frames", "plot_contact_sheet"]
 
 
 def _figure(w: float, h: float) -> Any:
@@ -64,6 +65,70 @@ def plot_latency_hist(latencies_ms: Sequence[float], path: Path, title: str = ""
     ax.set_ylabel("frames")
     ax.grid(alpha=0.3)
     ax.set_title(title or "latency")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+_STATE_COLOURS = {"tracked": "#228833", "detecting": "#4477aa", "reacquired": "#ccbb44", "lost": "#ee6677"}
+
+
+def plot_temporal(series: Mapping[str, Any] | Sequence[tuple[str, Mapping[str, Any]]], path: Path,
+                  title: str = "") -> Path:
+    """Per frame, each object's keypoint errors over time: every keypoint's error (thin lines; a gap where it is
+    not visible or not output), their median (thick), the PCK threshold, frames where the visible object was not
+    found shaded red; with tracking, a strip of the track state under each panel.
+
+    Args:
+        series: one object's plot data from :func:`semcorr_ros.bageval.temporal.sequence_report`, or a list of
+            ``(object id, plot data)``.
+    """
+    items = [("", series)] if isinstance(series, Mapping) else list(series)
+    fig = _figure(8.0, 2.6 * max(1, len(items)) + 0.4)
+    for row, (oid, d) in enumerate(items):
+        ax = fig.add_subplot(len(items), 1, row + 1)
+        px, gx, ok = np.asarray(d["pred_xy"], float), np.asarray(d["gt_xy"], float), np.asarray(d["pred_ok"], bool)
+        vis, size = np.asarray(d["gt_visible"], bool), np.asarray(d["size"], float)
+        t = np.arange(len(size))
+        if len(t) == 0:
+            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes)
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.linalg.norm(px - gx, axis=-1) / size[:, None]
+        err = np.where(ok & vis, err, np.nan)
+        for k in range(err.shape[1]):
+            ax.plot(t, err[:, k], lw=0.7, alpha=0.5)
+        with warnings.catch_warnings():  # frames without any usable keypoint: NaN median, no warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(err, axis=1)
+        ax.plot(t, med, "k", lw=2, label="median keypoint error")
+        ax.axhline(d.get("alpha", 0.1), color="k", ls="--", lw=1, label=f"PCK threshold {d.get('alpha', 0.1):g}")
+        missed = np.asarray(d["visible"], bool) & ~np.asarray(d["found"], bool)
+        for i in np.nonzero(missed)[0]:
+            ax.axvspan(i - 0.5, i + 0.5, color="#ee6677", alpha=0.15, lw=0)
+        hidden = ~np.asarray(d["visible"], bool)
+        for i in np.nonzero(hidden)[0]:
+            ax.axvspan(i - 0.5, i + 0.5, color="0.85", alpha=0.6, lw=0)
+        status = d.get("track_status") or []
+        if any(status):
+            for i, st in enumerate(status):
+                ax.axvspan(i - 0.5, i + 0.5, ymin=0.0, ymax=0.04, color=_STATE_COLOURS.get(st or "", "0.6"), lw=0)
+        top = np.nanmax(med) if np.isfinite(med).any() else 0.3
+        ax.set_ylim(0, max(0.3, min(1.0, 1.2 * float(top))))
+        ax.set_xlim(-0.5, len(t) - 0.5)
+        ax.set_ylabel("error / object size")
+        ax.grid(alpha=0.3)
+        ax.set_title((f"{oid}: " if oid else "") + "keypoint error over frames (grey: object hidden, red: not "
+                     "found" + (", strip: track state" if any(status) else "") + ")", fontsize=9)
+        if row == 0:
+            handles, labels = ax.get_legend_handles_labels()
+            if any(status):
+                from matplotlib.patches import Patch
+
+                handles += [Patch(color=c, label=k) for k, c in _STATE_COLOURS.items()]
+            ax.legend(handles=handles, loc="upper right", fontsize=7, ncol=2 if any(status) else 1)
+    fig.axes[-1].set_xlabel("frame (with ground truth)")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 

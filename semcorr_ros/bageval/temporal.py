@@ -15,6 +15,10 @@ frame, ``max(w, h)`` of its ground-truth box, as PCK does):
 - **Frames to re-acquire**: per loss, the number of frames after the lost frame until the object is found again
   (0: found in the very next frame); a loss never re-acquired before the sequence ends is counted in
   ``not_reacquired``.
+- **Re-appearances**: the object was found, then hidden (not visible: occluded or out of view) for one or more
+  frames, then visible again; ``frames_to_reacquire_after_hidden`` counts, per re-appearance, the visible frames
+  before it is found again (0: found in the first frame it is back); ``not_reacquired_after_hidden`` those
+  never found again before the end.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["sequence_arrays", "second_differences", "jitter", "found_frames", "track_losses", "temporal_metrics"]
+__all__ = ["sequence_arrays", "second_differences", "jitter", "found_frames", "track_losses", "temporal_metrics",
+           "sequence_report"]
 
 
 def sequence_arrays(stamps: Sequence[int], predictions: Mapping[int, Any], ground_truth: Mapping[int, Any],
@@ -138,9 +143,34 @@ def track_losses(visible: np.ndarray, found: np.ndarray) -> dict[str, Any]:
                 lost_at = t
     if lost_at is not None:
         open_losses = 1
+    back, hidden_gaps, open_hidden = _reappearances(visible, found)
     return {"losses": losses, "at_risk": at_risk, "loss_rate": round(losses / at_risk, 4) if at_risk else None,
             "frames_to_reacquire": gaps, "frames_to_reacquire_mean": round(float(np.mean(gaps)), 3) if gaps else None,
-            "not_reacquired": open_losses}
+            "not_reacquired": open_losses, "reappearances": back,
+            "frames_to_reacquire_after_hidden": hidden_gaps,
+            "frames_to_reacquire_after_hidden_mean": round(float(np.mean(hidden_gaps)), 3) if hidden_gaps else None,
+            "not_reacquired_after_hidden": open_hidden}
+
+
+def _reappearances(visible: np.ndarray, found: np.ndarray) -> tuple[int, list[int], int]:
+    """``(re-appearances, visible frames until found again per re-appearance, 1 if the last one never was)``."""
+    back, gaps, count, state = 0, [], 0, "none"  # state: none | found | missed | hidden | waiting
+    for t in range(len(found)):
+        if not visible[t]:
+            if state == "found":  # hidden right after being found
+                state = "hidden"
+            continue
+        if state == "hidden":
+            back, state, count = back + 1, "waiting", 0
+        if state == "waiting":
+            if found[t]:
+                gaps.append(count)
+                state = "found"
+            else:
+                count += 1
+        else:
+            state = "found" if found[t] else "missed"
+    return back, gaps, int(state == "waiting")
 
 
 def temporal_metrics(arrays: Mapping[str, np.ndarray], alpha: float = 0.1, min_fraction: float = 0.5) -> dict[str, Any]:
@@ -166,3 +196,32 @@ def temporal_metrics(arrays: Mapping[str, np.ndarray], alpha: float = 0.1, min_f
 def _rms(v: np.ndarray) -> float | None:
     v = np.asarray(v, float)
     return round(float(np.sqrt(np.mean(v ** 2))), 6) if v.size else None
+
+
+def sequence_report(color_stamps: Sequence[int], predictions: Mapping[int, Any], ground_truth: Mapping[int, Any],
+                    reference_names: Sequence[str], alpha: float = 0.1) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The temporal block of a bag-eval report for one object: ``(figures, plot data)``.
+
+    The frames are the colour frames with ground truth, in bag order (a repeated stamp once); the keypoints the
+    reference's names that the ground truth has. ``figures`` = :func:`temporal_metrics` plus ``frames`` and, when
+    the predictions carry a ``track_status`` (tracking mode), ``track_states`` (status -> frames). ``plot data``:
+    the arrays and the per-frame ``visible`` / ``found`` flags and ``track_status`` for
+    :func:`semcorr_ros.bageval.plots.plot_temporal`.
+    """
+    stamps = list(dict.fromkeys(s for s in color_stamps if s in ground_truth))
+    gt_names = set().union(*(set(g.names) for g in ground_truth.values())) if ground_truth else set()
+    names = [n for n in reference_names if n in gt_names]
+    arrays = sequence_arrays(stamps, predictions, ground_truth, names)
+    figures = temporal_metrics(arrays, alpha=alpha)
+    figures["frames"] = len(stamps)
+    status = [getattr(predictions.get(s), "track_status", None) for s in stamps]
+    if any(status):
+        counts: dict[str, int] = {}
+        for st in status:
+            key = st or "no output"
+            counts[key] = counts.get(key, 0) + 1
+        figures["track_states"] = counts
+    visible, found = found_frames(arrays["pred_xy"], arrays["pred_ok"], arrays["gt_xy"], arrays["gt_visible"],
+                                  arrays["size"], alpha)
+    return figures, {**arrays, "visible": visible, "found": found, "track_status": status, "names": names,
+                     "alpha": alpha}

@@ -109,6 +109,26 @@ def _fmt(v: Any, pct: bool = False, unit: str = "") -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:g}{unit}"
 
 
+def _temporal_line(t: dict[str, Any]) -> str:
+    """One line of the temporal figures (jitter, found rate, losses and re-acquisition, track states)."""
+    j, g, lo = t["jitter"]["rms"], t["jitter_gt"]["rms"], t["losses"]
+    text = (f"temporal: jitter {_fmt(None if j is None else round(j, 4))} (ground truth "
+            f"{_fmt(None if g is None else round(g, 4))}), found on {_fmt(t['found_rate'], True)} of visible frames, "
+            f"{lo['losses']} loss(es)")
+    if lo["frames_to_reacquire"]:
+        text += f", re-acquired after {lo['frames_to_reacquire_mean']:g} frames on average"
+    if lo["not_reacquired"]:
+        text += ", not re-acquired by the end"
+    if lo.get("reappearances"):
+        after = lo["frames_to_reacquire_after_hidden"]
+        text += (f"; back in view {lo['reappearances']}x: found again after "
+                 + (", ".join(str(a) for a in after) if after else "-") + " frame(s)"
+                 + (f", {lo['not_reacquired_after_hidden']}x never" if lo["not_reacquired_after_hidden"] else ""))
+    if t.get("track_states"):
+        text += "; track states: " + ", ".join(f"{k} {v}" for k, v in t["track_states"].items())
+    return text
+
+
 def summary_text(report: dict[str, Any]) -> str:
     m = report["metrics"]
     f = m["frames"]
@@ -148,19 +168,24 @@ def summary_text(report: dict[str, Any]) -> str:
         else:
             lines.append(f"  pose: valid on {_fmt(po['validity_rate'], True)} of frames; no pose error (the reference "
                          "has no object_pose)")
+    if m.get("temporal"):
+        lines.append("  " + _temporal_line(m["temporal"]))
     for oid, po in (m.get("per_object") or {}).items():
         p = po.get("pck") or {}
         views = ", ".join(f"{v} x{n}" for v, n in po.get("views", {}).items())
         lines.append(f"  object {oid} (ground truth {po.get('ground_truth_instance') or 'none'}): PCK@0.1 "
                      f"{_fmt(p.get('0.1'), True)}, {po.get('scored_keypoints', {}).get('with_output', 0)} scored"
                      + (f"; views chosen: {views}" if views else ""))
+        if po.get("temporal"):
+            lines.append("    " + _temporal_line(po["temporal"]))
     if report["bag"]["gt_bad"]:
         lines.append(f"  warning: {report['bag']['gt_bad']} ground-truth record(s) did not parse and were skipped")
     for w in report.get("warnings", []):
         lines.append(f"  warning: {w}")
     lines.append(f"  wall time {report['wall_s']:.1f} s; results: {report['outputs']['json']}")
     lines.append("  pictures: " + ", ".join(report["outputs"][k] for k in ("pck_curve", "latency_hist",
-                                                                              "contact_sheet")))
+                                                                              "contact_sheet", "temporal")
+                                            if k in report["outputs"]))
     return "\n".join(lines)
 
 
@@ -184,7 +209,14 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from semcorr_ros.bageval.bag import read_color_images, scan_bag
     from semcorr_ros.bageval.metrics import evaluate
-    from semcorr_ros.bageval.plots import pick_contact_frames, plot_contact_sheet, plot_latency_hist, plot_pck_curve
+    from semcorr_ros.bageval.plots import (
+        pick_contact_frames,
+        plot_contact_sheet,
+        plot_latency_hist,
+        plot_pck_curve,
+        plot_temporal,
+    )
+    from semcorr_ros.bageval.temporal import sequence_report
 
     t_start = time.monotonic()
     progress = not args.no_progress
@@ -246,11 +278,17 @@ def _run(args: argparse.Namespace) -> int:
 
     metrics = evaluate(index.color_stamps, predictions, index.ground_truth, spec.names, ref_pose)
     metrics["latency_p95_ms"] = _percentile([p.latency_s for p in predictions.values()], 95)
+    temporal_plot = None
+    if index.ground_truth:
+        metrics["temporal"], temporal_plot = sequence_report(index.color_stamps, predictions, index.ground_truth,
+                                                             spec.names)
     frame_numbers = {s: i for i, s in reversed(list(enumerate(index.color_stamps)))}
 
     out: Path = args.out
     names = {"json": "bag_eval.json", "pck_curve": "pck_curve.png", "latency_hist": "latency_hist.png",
              "contact_sheet": "contact_sheet.png"}
+    if temporal_plot is not None:
+        names["temporal"] = "temporal.png"
     if node_log is not None:
         names["node_log"] = "node.log"
     paths = {k: out / v for k, v in names.items()}
@@ -266,6 +304,8 @@ def _run(args: argparse.Namespace) -> int:
         plot_contact_sheet(stage["contact_sheet"], images, chosen, predictions, index.ground_truth, spec,
                            frame_numbers, title=title)
         plot_pck_curve(metrics, stage["pck_curve"], title=f"PCK, {title}")
+        if temporal_plot is not None:
+            plot_temporal(temporal_plot, stage["temporal"], title=title)
         plot_latency_hist([p.latency_s * 1e3 for p in predictions.values() if p.latency_s is not None],
                           stage["latency_hist"], title=f"latency, {title}",
                           label="engine time" if args.mode == "offline" else
@@ -346,7 +386,14 @@ def _run_objects(args: argparse.Namespace, index: Any, t_start: float) -> int:
     from semcorr_ros.bageval.bag import read_color_images
     from semcorr_ros.bageval.metrics import evaluate_objects
     from semcorr_ros.bageval.objects import load_eval_objects, pair_ground_truth
-    from semcorr_ros.bageval.plots import pick_contact_frames, plot_contact_sheet, plot_latency_hist, plot_pck_curve
+    from semcorr_ros.bageval.plots import (
+        pick_contact_frames,
+        plot_contact_sheet,
+        plot_latency_hist,
+        plot_pck_curve,
+        plot_temporal,
+    )
+    from semcorr_ros.bageval.temporal import sequence_report
 
     progress = not args.no_progress
     loaded = load_eval_objects(args.reference)
@@ -411,14 +458,22 @@ def _run_objects(args: argparse.Namespace, index: Any, t_start: float) -> int:
                             f"{next(iter(run_info['rejected']))}")
     metrics = evaluate_objects(index.color_stamps, predictions, gt, {o.object_id: o.names for o in specs},
                                {o.spec.object_id: o.view_poses for o in loaded.objects})
-    for oid in ids:
+    temporal_plots = []
+    for o in specs:
+        oid = o.object_id
         metrics["per_object"][oid]["ground_truth_instance"] = pairing.get(oid)
+        if gt.get(oid):
+            metrics["per_object"][oid]["temporal"], plot = sequence_report(index.color_stamps, predictions[oid],
+                                                                           gt[oid], o.names)
+            temporal_plots.append((oid, plot))
     lat = {s: p.latency_s for oid in ids for s, p in predictions[oid].items()}
     metrics["latency_p95_ms"] = _percentile(list(lat.values()), 95)
     frame_numbers = {s: i for i, s in reversed(list(enumerate(index.color_stamps)))}
     out: Path = args.out
     names = {"json": "bag_eval.json", "pck_curve": "pck_curve.png", "latency_hist": "latency_hist.png",
              "contact_sheet": "contact_sheet.png"}
+    if temporal_plots:
+        names["temporal"] = "temporal.png"
     if node_log is not None:
         names["node_log"] = "node.log"
     paths = {k: out / v for k, v in names.items()}
@@ -432,6 +487,8 @@ def _run_objects(args: argparse.Namespace, index: Any, t_start: float) -> int:
         plot_contact_sheet(stage["contact_sheet"], images, chosen, sheet_pred, sheet_gt, specs[0].views[0],
                            frame_numbers, title=title)
         plot_pck_curve(metrics, stage["pck_curve"], title=f"PCK, {title}")
+        if temporal_plots:
+            plot_temporal(temporal_plots, stage["temporal"], title=title)
         plot_latency_hist([v * 1e3 for v in lat.values() if v is not None], stage["latency_hist"],
                           title=f"latency, {title}",
                           label="engine time" if args.mode == "offline" else
