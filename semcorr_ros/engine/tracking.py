@@ -42,7 +42,7 @@ from semcorr_ros.engine.filters import OneEuroFilter, RotationFilter
 from semcorr_ros.engine.matching import pixels_to_uv
 from semcorr_ros.engine.objects import ObjectModel, ObjectResult, match_object
 from semcorr_ros.engine.pose import estimate_pose
-from semcorr_ros.engine.types import MatchResult
+from semcorr_ros.engine.types import MatchResult, PoseResult
 from semcorr_ros.engine.views import Reference, View
 
 __all__ = ["TRACK_STATES", "Track", "Tracker", "track_check", "tracked_pass", "predict_keypoints",
@@ -253,6 +253,8 @@ class Track:
     frames_since_detection: int = 0
     lost: bool = False                          # lost: detect on the full frame every frame until found
     score: np.ndarray | None = None             # [K] last confidences (object order)
+    #: the last detection's pose and 3D points (object order): tracked poses are this pose moved rigidly
+    anchor: tuple[PoseResult, np.ndarray, np.ndarray] | None = None
     f2d: OneEuroFilter | None = None
     f3d: OneEuroFilter | None = None
     ft: OneEuroFilter | None = None
@@ -430,8 +432,13 @@ class Tracker:
         size = object_size(res.xy, valid)
         size = size if np.isfinite(size) else tr.size
         ref = obj.views[out.view_index]
+        pose = res.pose
+        if cfg.tracking_anchor_pose:
+            pose = _anchored_pose(tr, res, status, cfg)
         if tr.f2d is not None:
-            res = _filtered(res, tr, valid, stamp, size, ref)
+            res = _filtered(res, tr, valid, stamp, size, ref, pose)
+        elif pose is not res.pose:
+            res = replace(res, pose=pose, raw_pose=res.pose)
         # the track predicts from the measurements (the filter only smooths the output: no lag fed back)
         raw = res.raw_xy if res.raw_xy is not None else res.xy
         dt = stamp - tr.stamp
@@ -471,16 +478,42 @@ def _reset_pose_filters(tr: Track) -> None:
             flt.reset()
 
 
+def _anchored_pose(tr: Track, res: MatchResult, status: str, cfg: EngineConfig) -> PoseResult | None:
+    """The pose to output for ``res``: on a detection its own (and it becomes the track's anchor); on a tracked
+    frame the anchor's pose moved by the rigid motion of the live 3D points since the anchor's frame.
+
+    The motion between two frames of one track is fitted on the same live keypoints (one instance, whatever the
+    keypoints' semantic errors), so it is far tighter than a fit to the reference's 3D points, whose instance
+    differs. The frame's own pose is kept when there is no anchor or the motion cannot be fitted (RANSAC at
+    half ``pose_threshold``, at least ``pose_min_inliers`` inliers)."""
+    has3 = np.asarray(res.has_3d, bool) & np.asarray(res.valid, bool) & np.isfinite(res.points3d).all(1)
+    if status != "tracked":
+        ok = res.pose is not None and res.pose.valid
+        tr.anchor = (res.pose, res.points3d.copy(), has3.copy()) if ok else None
+        return res.pose
+    if tr.anchor is None or len(tr.anchor[1]) != len(has3):
+        return res.pose
+    a_pose, a_pts, a_ok = tr.anchor
+    motion = estimate_pose(a_pts, res.points3d, mask=a_ok & has3, threshold=0.5 * cfg.pose_threshold,
+                           iterations=cfg.pose_iterations, min_inliers=cfg.pose_min_inliers)
+    if not motion.valid:
+        return res.pose
+    R = np.asarray(motion.R) @ np.asarray(a_pose.R)
+    t = np.asarray(motion.R) @ np.asarray(a_pose.t).reshape(3) + np.asarray(motion.t).reshape(3)
+    return replace(a_pose, R=R, t=t, inliers=motion.inliers, n_inliers=motion.n_inliers)
+
+
 def _filtered(res: MatchResult, tr: Track, valid: np.ndarray, stamp: float, size: float,
-              ref: Reference) -> MatchResult:
-    """``res`` with its valid keypoints, 3D points and pose filtered; the measurements kept as ``raw_*``."""
+              ref: Reference, pose: PoseResult | None = None) -> MatchResult:
+    """``res`` with its valid keypoints, 3D points and pose (``pose``, default ``res.pose``) filtered; the
+    measurements kept as ``raw_*``."""
     xy = tr.f2d(res.xy, stamp, mask=valid, scale=size)
     xy[~valid] = res.xy[~valid]
     has3 = np.asarray(res.has_3d, bool) & valid & np.isfinite(res.points3d).all(1)
     size3 = _size_3d(ref)
     pts = tr.f3d(res.points3d, stamp, mask=has3, scale=size3)
     pts[~has3] = res.points3d[~has3]
-    pose = res.pose
+    pose = res.pose if pose is None else pose
     if pose is not None and pose.valid:
         R = tr.fR(pose.R, stamp)
         t = tr.ft(np.asarray(pose.t, float).reshape(1, 3), stamp, scale=size3)[0]
