@@ -266,3 +266,79 @@ def test_temporal_metrics_from_predictions_and_ground_truth():
     assert m["jitter"]["rms"] == pytest.approx(math.sqrt(0.01 / 3), abs=1e-6)
     assert m["jitter_gt"]["rms"] == 0.0 and m["jitter_ratio"] is None
     assert m["found_rate"] == 0.8 and m["losses"]["losses"] == 1 and m["losses"]["not_reacquired"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------- re-detection
+def _plane_scene(xy: np.ndarray):
+    """A 64x64 frame whose depth is a tilted plane, its intrinsics, and the 3D points of pixels ``xy``."""
+    from types import SimpleNamespace
+
+    from semcorr_ros.engine import geometry
+
+    K = np.array([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])
+    depth = 1.0 + 0.004 * np.arange(64)[None, :] + np.zeros((64, 1))
+    frame = SimpleNamespace(depth=depth, K=K, distortion=None)
+    pts, ok = geometry.lift(depth, xy, K, 2)
+    assert ok.all()
+    return frame, pts
+
+
+def _matches(xy: np.ndarray, pts: np.ndarray, score: float = 0.8) -> MatchResult:
+    k = len(xy)
+    return MatchResult(names=[f"k{i}" for i in range(k)], ref_xy=np.zeros((k, 2)), xy=xy.copy(),
+                       score=np.full(k, score), valid=np.ones(k, bool), points3d=pts.copy(), has_3d=np.ones(k, bool))
+
+
+def test_arbitrate_keeps_the_candidate_that_fits_the_joint_pose():
+    from semcorr_ros.engine.tracking import arbitrate
+
+    true_xy = np.array([[10.0, 12], [50, 10], [30, 30], [12, 50], [52, 48], [32, 54]])
+    frame, true_pts = _plane_scene(true_xy)
+    ref_points = true_pts - np.array([0.0, 0.0, 0.3])  # the reference: the same points, 0.3 m nearer
+    det_xy = true_xy.copy()
+    det_xy[[0, 1]] = det_xy[[1, 0]]  # the detection swapped two keypoints (a semantic error)
+    _, det_pts = _plane_scene(det_xy)
+    pred = true_xy + 0.5  # the track: right, half a pixel off
+    pred[4] = [30.0, 5.0]  # ... except keypoint 4, which the detection has right
+    cfg = EngineConfig()
+    size = object_size(true_xy)
+    out, taken = arbitrate(_matches(det_xy, det_pts), pred, np.full(6, 0.6), ref_points, frame, cfg, size)
+    assert taken.tolist() == [True, True, False, False, False, False]  # 2, 3, 5 agree: the detection's
+    np.testing.assert_allclose(out.xy[[0, 1]], pred[[0, 1]])
+    np.testing.assert_allclose(out.xy[4], true_xy[4])
+    np.testing.assert_allclose(out.score[[0, 1]], 0.6)
+    assert out.pose.valid and out.pose.n_inliers == 6
+    np.testing.assert_allclose(out.pose.t, [0.0, 0.0, 0.3], atol=0.01)
+    # without depth (or reference 3D) the detection is kept as it is
+    same, none = arbitrate(_matches(det_xy, det_pts), pred, np.full(6, 0.6), None, frame, cfg, size)
+    assert not none.any() and np.array_equal(same.xy, det_xy)
+
+
+def test_anchored_pose_moves_the_detection_pose_by_the_tracked_motion():
+    from semcorr_ros.engine.tracking import Track, _anchored_pose
+
+    rng = np.random.default_rng(3)
+    pts0 = rng.uniform(-0.1, 0.1, (6, 3)) + [0, 0, 1.0]
+    anchor = PoseResult(R=rotation_exp([0.0, 0.3, 0.0]), t=np.array([0.0, 0.0, 0.5]), valid=True,
+                        inliers=np.ones(6, bool), n_inliers=4, rmse=0.01)
+    det = replace_pose(_matches(np.zeros((6, 2)), pts0), anchor)
+    tr = Track("o", 0, 0.0, np.zeros((6, 2)), np.ones(6, bool))
+    cfg = EngineConfig()
+    assert _anchored_pose(tr, det, "detecting", cfg) is anchor and tr.anchor is not None
+    M, d = rotation_exp([0.1, 0.0, 0.05]), np.array([0.02, -0.01, 0.03])  # the object's motion since then
+    pts1 = pts0 @ M.T + d
+    own = PoseResult(R=np.eye(3), t=np.zeros(3), valid=True, inliers=np.ones(6, bool), n_inliers=4, rmse=0.01)
+    tracked = replace_pose(_matches(np.zeros((6, 2)), pts1), own)
+    pose = _anchored_pose(tr, tracked, "tracked", cfg)
+    np.testing.assert_allclose(pose.R, M @ anchor.R, atol=1e-6)
+    np.testing.assert_allclose(pose.t, M @ anchor.t + d, atol=1e-6)
+    assert pose.valid and pose.n_inliers == 6
+    # motion that cannot be fitted (the points scattered): the frame's own pose
+    scattered = replace_pose(_matches(np.zeros((6, 2)), rng.uniform(-1, 1, (6, 3))), own)
+    assert _anchored_pose(tr, scattered, "tracked", cfg) is own
+
+
+def replace_pose(r: MatchResult, pose: PoseResult) -> MatchResult:
+    from dataclasses import replace
+
+    return replace(r, pose=pose)
