@@ -163,7 +163,7 @@ class EngineConfig:
         True, "At a periodic re-detection, keep per keypoint the detection or the track, whichever fits the "
         "joint 3D pose of both better (off: the detection replaces the track).", tier=ADVANCED)
     tracking_anchor_pose: bool = _crop(
-        True, "On a tracked frame, output the last detection's pose moved by the rigid motion of the tracked 3D "
+        False, "On a tracked frame, output the last detection's pose moved by the rigid motion of the tracked 3D "
         "points since then (off: the frame's own pose from the reference's 3D points).", tier=ADVANCED)
     tracking_filter: str = _crop(
         "one-euro", "Temporal filter of the tracked keypoints (2D and 3D) and pose: one-euro or off.",
