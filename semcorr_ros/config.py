@@ -142,8 +142,10 @@ class EngineConfig:
         "off", "Tracking mode: on = each object keeps its state from frame to frame, a tracked frame is one encode "
         "of a crop around the predicted object and the outputs are filtered over time; off = every frame is "
         "matched on its own (docs/tracking.md).", choices=TRACKING_MODES)
+    # 10 (vs 30): small objects PCK@0.1 0.580 -> 0.604, rotation median 23.2 -> 19.0 deg with tracking_anchor_pose
+    # (lab/dev/measure_tracking.py, docs/tracking.md)
     tracking_redetect_every: int = _crop(
-        30, "In tracking mode, re-detect each object on the full frame every this many frames (0: only when "
+        10, "In tracking mode, re-detect each object on the full frame every this many frames (0: only when "
         "its track is lost).", range=(0, 100000), tier=ADVANCED)
     tracking_max_gap: float = _crop(
         0.5, "In tracking mode, a gap between frame stamps longer than this (seconds), or a stamp going "
@@ -163,7 +165,7 @@ class EngineConfig:
         True, "At a periodic re-detection, keep per keypoint the detection or the track, whichever fits the "
         "joint 3D pose of both better (off: the detection replaces the track).", tier=ADVANCED)
     tracking_anchor_pose: bool = _crop(
-        False, "On a tracked frame, output the last detection's pose moved by the rigid motion of the tracked 3D "
+        True, "On a tracked frame, output the last detection's pose moved by the rigid motion of the tracked 3D "
         "points since then (off: the frame's own pose from the reference's 3D points).", tier=ADVANCED)
     tracking_filter: str = _crop(
         "one-euro", "Temporal filter of the tracked keypoints (2D and 3D) and pose: one-euro or off.",
