@@ -31,58 +31,19 @@ def run_offline(index: BagIndex, spec: ReferenceSpec, engine: Any, *, slop: floa
         ``(colour stamp -> prediction, info)``; info has ``rejected`` (reason -> count), ``engine_s``,
         ``warmup_s`` and ``device``.
     """
-    from tqdm import tqdm
-
     engine.set_reference(spec.image, spec.keypoints, spec.names, depth=spec.depth, intrinsics=spec.intrinsics,
                          reference_id=spec.reference_id)
-    t = time.perf_counter()
-    try:
-        engine.match(spec.image, spec.depth, spec.intrinsics)  # warm-up, like the node
-    except SemcorrError:
-        pass
-    warmup_s = time.perf_counter() - t
-    depth_scale = float(getattr(getattr(engine, "config", None), "depth_scale", 0.001))
     tracking = _tracking(engine)
-    encodes = _Encodes(engine)
-    predictions: dict[int, FramePrediction] = {}
-    rejected: Counter[str] = Counter()
-    total = 0.0
-    bar = tqdm(total=index.frames, desc="offline", unit="frame", disable=not progress)
-    try:
-        for i, frame in enumerate(iter_frames(index, depth_scale, slop)):
-            bar.update(1)
-            if on_frame is not None:
-                on_frame(i)
-            if frame.error is not None:
-                rejected[frame.error] += 1
-                continue
-            if frame.stamp_ns in predictions:
-                continue
-            t = time.perf_counter()
-            encodes.start()
-            try:
-                if tracking:
-                    [tracked] = engine.track(frame.rgb, frame.depth, frame.K, frame.stamp_ns * 1e-9,
-                                             distortion=frame.distortion)
-                    result = tracked.result
-                else:
-                    result = engine.match(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
-            except SemcorrError as exc:
-                rejected[str(exc)] += 1
-                continue
-            dt = time.perf_counter() - t
-            total += dt
-            pred = FramePrediction.from_result(frame.stamp_ns, result, dt)
-            if tracking:
-                pred.track_status = tracked.track_status
-            encodes.done(pred.track_status)
-            predictions[frame.stamp_ns] = pred
-    finally:
-        bar.close()
-    info = {"rejected": dict(rejected), "engine_s": round(total, 3), "warmup_s": round(warmup_s, 3),
-            "device": str(getattr(engine, "device", "?")), "sync_slop_s": slop, "tracking": tracking,
-            **encodes.summary()}
-    return predictions, info
+
+    def step(frame: Any) -> list[tuple[str | None, Any, str | None, str | None]]:
+        if tracking:
+            [r] = engine.track(frame.rgb, frame.depth, frame.K, frame.stamp_ns * 1e-9, distortion=frame.distortion)
+            return [(None, r.result, None, r.track_status)]
+        return [(None, engine.match(frame.rgb, frame.depth, frame.K, distortion=frame.distortion), None, None)]
+
+    warmup_s = _warm_up(lambda: engine.match(spec.image, spec.depth, spec.intrinsics))
+    out, info = _run_frames(index, engine, step, slop, progress, on_frame, warmup_s)
+    return out.get(None, {}), info
 
 
 def run_offline_objects(index: BagIndex, objects: list[Any], engine: Any, *, slop: float = 0.02,
@@ -96,20 +57,45 @@ def run_offline_objects(index: BagIndex, objects: list[Any], engine: Any, *, slo
         ``(object id -> (colour stamp -> prediction with its chosen view_id), info)``; latency = the engine's
         time for the whole frame (all objects), the same for every object of a frame.
     """
-    from tqdm import tqdm
-
     engine.set_objects(objects)
+    tracking = _tracking(engine)
+
+    def step(frame: Any) -> list[tuple[str | None, Any, str | None, str | None]]:
+        if tracking:
+            results = engine.track(frame.rgb, frame.depth, frame.K, frame.stamp_ns * 1e-9,
+                                   distortion=frame.distortion)
+        else:
+            results = engine.match_objects(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
+        return [(r.object_id, r.result, r.view_id, r.track_status if tracking else None) for r in results]
+
     first = objects[0].views[0]
+    warmup_s = _warm_up(lambda: engine.match_objects(first.image, first.depth, first.intrinsics))
+    out, info = _run_frames(index, engine, step, slop, progress, on_frame, warmup_s)
+    info["objects"] = [{"object_id": o.object_id, "views": [v.reference_id for v in o.views]} for o in objects]
+    return {o.object_id: out.get(o.object_id, {}) for o in objects}, info
+
+
+def _warm_up(call: Callable[[], Any]) -> float:
+    """One engine call before the timed frames, like the node before it reports ready; its seconds."""
     t = time.perf_counter()
     try:
-        engine.match_objects(first.image, first.depth, first.intrinsics)  # warm-up, like the node
+        call()
     except SemcorrError:
         pass
-    warmup_s = time.perf_counter() - t
+    return time.perf_counter() - t
+
+
+def _run_frames(index: BagIndex, engine: Any, step: Callable[[Any], list[tuple]], slop: float, progress: bool,
+                on_frame: Callable[[int], None] | None, warmup_s: float
+                ) -> tuple[dict[str | None, dict[int, FramePrediction]], dict[str, Any]]:
+    """Every frame of the bag through ``step(frame) -> [(object id, MatchResult, view id, track status)]``:
+    predictions per object id and colour stamp (a repeated stamp once), rejections counted, engine time."""
+    from tqdm import tqdm
+
     depth_scale = float(getattr(getattr(engine, "config", None), "depth_scale", 0.001))
-    tracking = _tracking(engine)
     encodes = _Encodes(engine)
-    predictions: dict[str, dict[int, FramePrediction]] = {o.object_id: {} for o in objects}
+    predictions: dict[str | None, dict[int, FramePrediction]] = {}
+    seen: set[int] = set()
     rejected: Counter[str] = Counter()
     total = 0.0
     bar = tqdm(total=index.frames, desc="offline", unit="frame", disable=not progress)
@@ -121,34 +107,28 @@ def run_offline_objects(index: BagIndex, objects: list[Any], engine: Any, *, slo
             if frame.error is not None:
                 rejected[frame.error] += 1
                 continue
-            if any(frame.stamp_ns in p for p in predictions.values()):
+            if frame.stamp_ns in seen:
                 continue
             t = time.perf_counter()
             encodes.start()
             try:
-                if tracking:
-                    results = engine.track(frame.rgb, frame.depth, frame.K, frame.stamp_ns * 1e-9,
-                                           distortion=frame.distortion)
-                else:
-                    results = engine.match_objects(frame.rgb, frame.depth, frame.K, distortion=frame.distortion)
+                rows = step(frame)
             except SemcorrError as exc:
                 rejected[str(exc)] += 1
                 continue
             dt = time.perf_counter() - t
             total += dt
-            for r in results:
-                pred = FramePrediction.from_result(frame.stamp_ns, r.result, dt)
-                pred.object_id, pred.view_id = r.object_id, r.view_id
-                if tracking:
-                    pred.track_status = r.track_status
-                predictions[r.object_id][frame.stamp_ns] = pred
-            encodes.done("tracked" if tracking and all(r.track_status == "tracked" for r in results) else None)
+            seen.add(frame.stamp_ns)
+            for oid, result, view_id, status in rows:
+                pred = FramePrediction.from_result(frame.stamp_ns, result, dt)
+                pred.object_id, pred.view_id, pred.track_status = oid, view_id, status
+                predictions.setdefault(oid, {})[frame.stamp_ns] = pred
+            encodes.done("tracked" if rows and all(r[3] == "tracked" for r in rows) else None)
     finally:
         bar.close()
     info = {"rejected": dict(rejected), "engine_s": round(total, 3), "warmup_s": round(warmup_s, 3),
             "device": str(getattr(engine, "device", "?")), "sync_slop_s": slop,
-            "objects": [{"object_id": o.object_id, "views": [v.reference_id for v in o.views]} for o in objects],
-            "tracking": tracking, **encodes.summary()}
+            "tracking": _tracking(engine), **encodes.summary()}
     return predictions, info
 
 
