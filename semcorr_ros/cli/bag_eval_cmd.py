@@ -212,8 +212,6 @@ def _run(args: argparse.Namespace) -> int:
     from semcorr_ros.bageval.plots import (
         pick_contact_frames,
         plot_contact_sheet,
-        plot_latency_hist,
-        plot_pck_curve,
         plot_temporal,
     )
     from semcorr_ros.bageval.temporal import sequence_report
@@ -284,61 +282,22 @@ def _run(args: argparse.Namespace) -> int:
                                                              spec.names)
     frame_numbers = {s: i for i, s in reversed(list(enumerate(index.color_stamps)))}
 
-    out: Path = args.out
-    names = {"json": "bag_eval.json", "pck_curve": "pck_curve.png", "latency_hist": "latency_hist.png",
-             "contact_sheet": "contact_sheet.png"}
-    if temporal_plot is not None:
-        names["temporal"] = "temporal.png"
-    if node_log is not None:
-        names["node_log"] = "node.log"
-    paths = {k: out / v for k, v in names.items()}
-    # Everything is rendered into a staging folder inside OUT first, then moved into place with os.replace
-    # (the JSON last): an interruption leaves the previous outputs untouched and no partial file.
-    staging = Path(tempfile.mkdtemp(prefix=".bag_eval.", dir=out))
-    try:
-        stage = {k: staging / v for k, v in names.items()}
-        title = f"{index.path.name} ({args.mode} mode)"
+    title = f"{index.path.name} ({args.mode} mode)"
+
+    def render(stage: dict[str, Path]) -> None:
         chosen = pick_contact_frames(index.color_stamps, predictions, index.ground_truth,
                                      max(1, args.contact_frames))
         images = read_color_images(index, set(chosen))
         plot_contact_sheet(stage["contact_sheet"], images, chosen, predictions, index.ground_truth, spec,
                            frame_numbers, title=title)
-        plot_pck_curve(metrics, stage["pck_curve"], title=f"PCK, {title}")
         if temporal_plot is not None:
             plot_temporal(temporal_plot, stage["temporal"], title=title)
-        plot_latency_hist([p.latency_s * 1e3 for p in predictions.values() if p.latency_s is not None],
-                          stage["latency_hist"], title=f"latency, {title}",
-                          label="engine time" if args.mode == "offline" else
-                          "latency (output receive - colour publish)")
-        if node_log is not None:
-            stage["node_log"].write_text(node_log)
-        report = {
-            "command": "semcorr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "argv": list(sys.argv),
-            "config": {"mode": args.mode, "rate": args.rate, "reference": str(args.reference.resolve()),
-                       "reference_id": spec.reference_id, "reference_keypoints": list(spec.names),
-                       "reference_has_object_pose": ref_pose is not None, "no_launch": args.no_launch,
-                       "node_name": run_info.get("node_name") if args.mode == "node" else None,
-                       "engine": cfg.to_dict(), "threads": threads,
-                       "pck_threshold": "alpha * max(w, h) of the ground-truth object_box",
-                       "sync_slop": args.sync_slop},
-            "bag": index.summary(),
-            "run": run_info,
-            "metrics": metrics,
-            "warnings": warnings,
-            "wall_s": round(time.monotonic() - t_start, 2),
-            "outputs": {k: str(v) for k, v in paths.items()},
-        }
-        write_json(stage["json"], report)
-        for key in [k for k in names if k != "json"] + ["json"]:
-            os.chmod(stage[key], 0o644)
-            os.replace(stage[key], paths[key])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if args.json is not None and args.json.resolve() != paths["json"].resolve():
-        write_json(args.json, report)
-    print(summary_text(report))
-    return 0
+
+    config = {"reference_id": spec.reference_id, "reference_keypoints": list(spec.names),
+              "reference_has_object_pose": ref_pose is not None}
+    return _write_outputs(args, index, title, render, config, run_info, metrics, warnings, node_log, t_start,
+                          [p.latency_s for p in predictions.values()], temporal=temporal_plot is not None,
+                          cfg=cfg, threads=threads)
 
 
 def reference_kind(path: Path) -> str:
@@ -389,8 +348,6 @@ def _run_objects(args: argparse.Namespace, index: Any, t_start: float) -> int:
     from semcorr_ros.bageval.plots import (
         pick_contact_frames,
         plot_contact_sheet,
-        plot_latency_hist,
-        plot_pck_curve,
         plot_temporal,
     )
     from semcorr_ros.bageval.temporal import sequence_report
@@ -469,10 +426,41 @@ def _run_objects(args: argparse.Namespace, index: Any, t_start: float) -> int:
     lat = {s: p.latency_s for oid in ids for s, p in predictions[oid].items()}
     metrics["latency_p95_ms"] = _percentile(list(lat.values()), 95)
     frame_numbers = {s: i for i, s in reversed(list(enumerate(index.color_stamps)))}
+    title = f"{index.path.name} ({args.mode} mode, {len(ids)} object{'s' if len(ids) > 1 else ''})"
+
+    def render(stage: dict[str, Path]) -> None:
+        sheet_pred, sheet_gt = _merge_for_sheet(ids, predictions, gt)
+        chosen = pick_contact_frames(index.color_stamps, sheet_pred, sheet_gt, max(1, args.contact_frames))
+        images = read_color_images(index, set(chosen))
+        plot_contact_sheet(stage["contact_sheet"], images, chosen, sheet_pred, sheet_gt, specs[0].views[0],
+                           frame_numbers, title=title)
+        if temporal_plots:
+            plot_temporal(temporal_plots, stage["temporal"], title=title)
+
+    config = {"reference_kind": loaded.kind,
+              "objects": [{"object_id": o.spec.object_id, "file": o.file,
+                           "views": [v.reference_id for v in o.spec.views], "keypoints": list(o.spec.names),
+                           "views_with_object_pose": [k for k, v in o.view_poses.items() if v is not None],
+                           "ground_truth_instance": pairing.get(o.spec.object_id)}
+                          for o in loaded.objects]}
+    return _write_outputs(args, index, title, render, config, run_info, metrics, warnings, node_log, t_start,
+                          list(lat.values()), temporal=bool(temporal_plots), cfg=cfg, threads=threads)
+
+
+def _write_outputs(args: argparse.Namespace, index: Any, title: str, render: Any, config: dict[str, Any],
+                   run_info: dict[str, Any], metrics: dict[str, Any], warnings: list[str], node_log: str | None,
+                   t_start: float, latencies_s: list[float | None], *, temporal: bool, cfg: Any,
+                   threads: int | None) -> int:
+    """Render every output into a staging folder inside OUT, then move it into place with os.replace (the JSON
+    last): an interruption leaves the previous outputs untouched and no partial file. ``render(stage)`` draws
+    the run's own pictures (contact sheet, temporal); the PCK curve, latency histogram, node log and JSON are
+    common. Prints the summary; returns the exit code."""
+    from semcorr_ros.bageval.plots import plot_latency_hist, plot_pck_curve
+
     out: Path = args.out
     names = {"json": "bag_eval.json", "pck_curve": "pck_curve.png", "latency_hist": "latency_hist.png",
              "contact_sheet": "contact_sheet.png"}
-    if temporal_plots:
+    if temporal:
         names["temporal"] = "temporal.png"
     if node_log is not None:
         names["node_log"] = "node.log"
@@ -480,16 +468,9 @@ def _run_objects(args: argparse.Namespace, index: Any, t_start: float) -> int:
     staging = Path(tempfile.mkdtemp(prefix=".bag_eval.", dir=out))
     try:
         stage = {k: staging / v for k, v in names.items()}
-        title = f"{index.path.name} ({args.mode} mode, {len(ids)} object{'s' if len(ids) > 1 else ''})"
-        sheet_pred, sheet_gt = _merge_for_sheet(ids, predictions, gt)
-        chosen = pick_contact_frames(index.color_stamps, sheet_pred, sheet_gt, max(1, args.contact_frames))
-        images = read_color_images(index, set(chosen))
-        plot_contact_sheet(stage["contact_sheet"], images, chosen, sheet_pred, sheet_gt, specs[0].views[0],
-                           frame_numbers, title=title)
+        render(stage)
         plot_pck_curve(metrics, stage["pck_curve"], title=f"PCK, {title}")
-        if temporal_plots:
-            plot_temporal(temporal_plots, stage["temporal"], title=title)
-        plot_latency_hist([v * 1e3 for v in lat.values() if v is not None], stage["latency_hist"],
+        plot_latency_hist([v * 1e3 for v in latencies_s if v is not None], stage["latency_hist"],
                           title=f"latency, {title}",
                           label="engine time" if args.mode == "offline" else
                           "latency (output receive - colour publish)")
@@ -499,13 +480,7 @@ def _run_objects(args: argparse.Namespace, index: Any, t_start: float) -> int:
             "command": "semcorr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "argv": list(sys.argv),
             "config": {"mode": args.mode, "rate": args.rate, "reference": str(args.reference.resolve()),
-                       "reference_kind": loaded.kind,
-                       "objects": [{"object_id": o.spec.object_id, "file": o.file,
-                                    "views": [v.reference_id for v in o.spec.views], "keypoints": list(o.spec.names),
-                                    "views_with_object_pose": [k for k, v in o.view_poses.items() if v is not None],
-                                    "ground_truth_instance": pairing.get(o.spec.object_id)}
-                                   for o in loaded.objects],
-                       "no_launch": args.no_launch,
+                       **config, "no_launch": args.no_launch,
                        "node_name": run_info.get("node_name") if args.mode == "node" else None,
                        "engine": cfg.to_dict(), "threads": threads,
                        "pck_threshold": "alpha * max(w, h) of the ground-truth object_box",
