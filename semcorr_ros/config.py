@@ -158,6 +158,10 @@ class EngineConfig:
     tracking_max_jump: float = _crop(
         0.5, "A track is lost when its valid keypoints land farther from their prediction than this (median, "
         "fraction of the object's size).", range=(0.0, 100.0), tier=ADVANCED)
+    tracking_reacquire_ratio: float = _crop(
+        0.8, "After a loss, a detection re-acquires the object only when its mean keypoint score reaches this "
+        "fraction of the track's running score level (0: any detection that passes the loss rule; the level is "
+        "forgotten 30 frames after the last detection).", range=(0.0, 2.0), tier=ADVANCED)
     tracking_velocity: bool = _crop(
         True, "Predict the next box with a constant-velocity model (off: around the last keypoints).",
         tier=ADVANCED)

@@ -12,7 +12,14 @@ from semcorr_ros.bageval import temporal
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import CorrespondenceEngine
 from semcorr_ros.engine.filters import OneEuroFilter, RotationFilter, alpha, rotation_exp, rotation_log
-from semcorr_ros.engine.tracking import object_size, predict_keypoints, similarity_fill, track_check
+from semcorr_ros.engine.tracking import (
+    mean_score,
+    object_size,
+    predict_keypoints,
+    reacquire_check,
+    similarity_fill,
+    track_check,
+)
 from semcorr_ros.engine.types import MatchResult, PoseResult
 from semcorr_ros.errors import ConfigError
 
@@ -129,6 +136,20 @@ def test_track_check_rules():
     assert track_check(res, cfg, pose_expected=False) == ""
 
 
+def test_reacquire_check_needs_the_tracks_score_level():
+    cfg = EngineConfig(device="cpu", tracking="on")  # ratio 0.8
+    xy = np.array([[0, 0], [40, 0], [0, 40], [40, 40]], float)
+    weak, strong = _result(xy, [0.6, 0.6, 0.6, float("nan")]), _result(xy, [0.8] * 4)
+    assert mean_score(weak) == pytest.approx(0.45) and np.isnan(mean_score(_result(np.zeros((0, 2)), [])))
+    assert "level 0.90" in reacquire_check(weak, 0.9, 3, cfg)
+    assert reacquire_check(strong, 0.9, 3, cfg) == ""  # 0.80 >= 0.8 x 0.90
+    assert reacquire_check(weak, float("nan"), 3, cfg) == ""  # no level yet
+    assert reacquire_check(weak, 0.9, 30, cfg) == ""  # forgotten after 30 frames
+    assert reacquire_check(weak, 0.9, 3, EngineConfig(device="cpu", tracking_reacquire_ratio=0)) == ""
+    with pytest.raises(ConfigError, match="tracking_reacquire_ratio"):
+        EngineConfig(tracking_reacquire_ratio=-1)
+
+
 def test_tracking_options_are_validated():
     with pytest.raises(ConfigError, match="tracking"):
         EngineConfig(tracking="maybe")
@@ -182,6 +203,32 @@ def test_stream_one_encode_per_tracked_frame_loss_on_occlusion_and_reacquisition
     assert reasons[4] and not reasons[3]
     assert all(n == 1 for n, s in zip(encodes, states) if s == "tracked"), encodes
     assert np.mean(errors) < 2.5
+
+
+def test_a_detection_on_the_occluder_does_not_reacquire_the_track():
+    # a textured panel hides the object in frames 4-6: the full-frame detection then matches the panel (mean
+    # score ~0.6 against ~0.83 on the object), which passes the loss rule when tracking_min_score is low
+    panel = texture(48, 48, seed=21)
+    runs = {}
+    for ratio in (0.0, 0.8):
+        eng = _engine(tracking_min_score=0.0, tracking_reacquire_ratio=ratio, tracking_redetect_every=0)
+        states, errors, reasons = [], [], []
+        for i in range(10):
+            d = round(12 * i / 7)
+            img, depth = _frame(40 + d, 40 + d)
+            if i in (4, 5, 6):
+                img[40 + d:88 + d, 40 + d:88 + d] = panel
+            [obj] = eng.track(img, depth, K_CAM, stamp=100.0 + i / 15)
+            states.append(obj.track_status)
+            reasons.append(obj.track_reason)
+            errors.append(float(np.linalg.norm(obj.result.xy - (KPS + d), axis=1).mean()))
+        runs[ratio] = states, errors, reasons
+    states, errors, reasons = runs[0.0]
+    assert "reacquired" in states[4:7] and max(errors[4:7]) > 10  # without the rule: the panel "re-acquires"
+    states, errors, reasons = runs[0.8]
+    assert states == ["detecting"] + ["tracked"] * 3 + ["lost"] * 3 + ["reacquired"] + ["tracked"] * 2, states
+    assert all("level" in r for r in reasons[5:7]), reasons
+    assert max(errors[7:]) < 2.5  # back on the object once it shows again
 
 
 def test_resets_periodic_redetection_and_bad_inputs():
@@ -315,7 +362,8 @@ def test_arbitrate_keeps_the_candidate_that_fits_the_joint_pose():
 
 
 def test_anchored_pose_moves_the_detection_pose_by_the_tracked_motion():
-    from semcorr_ros.engine.tracking import Track, _anchored_pose
+    from semcorr_ros.engine.tracking import Track
+    from semcorr_ros.engine.tracking_output import anchored_pose
 
     rng = np.random.default_rng(3)
     pts0 = rng.uniform(-0.1, 0.1, (6, 3)) + [0, 0, 1.0]
@@ -324,18 +372,18 @@ def test_anchored_pose_moves_the_detection_pose_by_the_tracked_motion():
     det = replace_pose(_matches(np.zeros((6, 2)), pts0), anchor)
     tr = Track("o", 0, 0.0, np.zeros((6, 2)), np.ones(6, bool))
     cfg = EngineConfig()
-    assert _anchored_pose(tr, det, "detecting", cfg) is anchor and tr.anchor is not None
+    assert anchored_pose(tr, det, "detecting", cfg) is anchor and tr.anchor is not None
     M, d = rotation_exp([0.1, 0.0, 0.05]), np.array([0.02, -0.01, 0.03])  # the object's motion since then
     pts1 = pts0 @ M.T + d
     own = PoseResult(R=np.eye(3), t=np.zeros(3), valid=True, inliers=np.ones(6, bool), n_inliers=4, rmse=0.01)
     tracked = replace_pose(_matches(np.zeros((6, 2)), pts1), own)
-    pose = _anchored_pose(tr, tracked, "tracked", cfg)
+    pose = anchored_pose(tr, tracked, "tracked", cfg)
     np.testing.assert_allclose(pose.R, M @ anchor.R, atol=1e-6)
     np.testing.assert_allclose(pose.t, M @ anchor.t + d, atol=1e-6)
     assert pose.valid and pose.n_inliers == 6
     # motion that cannot be fitted (the points scattered): the frame's own pose
     scattered = replace_pose(_matches(np.zeros((6, 2)), rng.uniform(-1, 1, (6, 3))), own)
-    assert _anchored_pose(tr, scattered, "tracked", cfg) is own
+    assert anchored_pose(tr, scattered, "tracked", cfg) is own
 
 
 def replace_pose(r: MatchResult, pose: PoseResult) -> MatchResult:

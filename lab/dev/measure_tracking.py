@@ -4,10 +4,11 @@
 Usage (after `bash tools/setup.sh`):
 
     .venv/bin/python lab/dev/measure_tracking.py [--out out/tracking] [--seeds 0 1 2] [--categories mug bottle lamp]
-        [--settings small normal] [--frames 30] [--variant NAME=k=v,k=v ...] [--json PATH]
+        [--settings small normal] [--frames 30] [--occlusion A:B] [--variant NAME=k=v,k=v ...] [--json PATH]
 
 Makes the scenes it lacks with `semcorr synth OUT --category C --frames N --seed S --depth-noise [--small-object]`
-under ``--out/scenes`` (a seed fixes every byte: re-runs reuse them), reads every frame and its ground truth with
+(plus ``--occlusion A:B``: a panel hides the object in frames A..B-1) under ``--out/scenes`` (a seed fixes every
+byte: re-runs reuse them), reads every frame and its ground truth with
 the readers of ``semcorr bag-eval --mode offline`` (:mod:`semcorr_ros.bageval.bag`), runs one engine over each
 scene once per variant -- ``off`` (tracking off: today's pipeline, KBC auto) and ``on`` (tracking on) by default,
 more with ``--variant on-b5=tracking=on,tracking_beta=5`` -- and prints per setting (small / normal objects):
@@ -38,13 +39,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _scene(out: Path, setting: str, category: str, seed: int, frames: int) -> Path:
-    path = out / "scenes" / f"{setting}_{category}_{seed}"
+def _scene(out: Path, setting: str, category: str, seed: int, frames: int, occlusion: str | None = None) -> Path:
+    tag = f"_occ{occlusion.replace(':', '-')}" if occlusion else ""
+    path = out / "scenes" / f"{setting}_{category}_{seed}{tag}"
     if not (path / "bag" / "metadata.yaml").exists():
         cmd = [str(Path(sys.executable).with_name("semcorr")), "synth", str(path), "--category", category,
                "--frames", str(frames), "--seed", str(seed), "--depth-noise", "--no-progress", "--overwrite"]
         if setting == "small":
             cmd.append("--small-object")
+        if occlusion:
+            cmd += ["--occlusion", occlusion]
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return path
@@ -135,6 +139,8 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
     rot_raw = [x for r in rows for x in r["rot_err_raw"]]
     losses = [r["temporal"]["losses"] for r in rows]
     gaps = [g for lo in losses for g in lo["frames_to_reacquire"]]
+    hidden = [g for lo in losses for g in lo["frames_to_reacquire_after_hidden"]]
+    found = [r["temporal"]["found_rate"] for r in rows if r["temporal"].get("found_rate") is not None]
     states: Counter[str] = Counter()
     for r in rows:
         states.update(r["states"])
@@ -155,6 +161,10 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "loss_rate": round(sum(lo["losses"] for lo in losses) / at_risk, 4) if at_risk else None,
             "frames_to_reacquire_mean": round(float(np.mean(gaps)), 2) if gaps else None,
             "not_reacquired": sum(lo["not_reacquired"] for lo in losses),
+            "found_rate_mean": round(float(np.mean(found)), 3) if found else None,
+            "reappearances": sum(lo["reappearances"] for lo in losses),
+            "frames_to_reacquire_after_hidden_mean": round(float(np.mean(hidden)), 2) if hidden else None,
+            "not_reacquired_after_hidden": sum(lo["not_reacquired_after_hidden"] for lo in losses),
             "encodes_per_frame": round(float(np.mean(enc)), 3) if enc else None,
             "encodes_per_tracked_frame": round(float(np.mean(tenc)), 3) if tenc else None,
             "max_encodes_tracked_frame": int(max(tenc)) if tenc else None,
@@ -168,13 +178,16 @@ def _med(x: list[float]) -> float:
 
 def _table(setting: str, results: dict[str, dict[str, Any]]) -> str:
     head = ("| variant | PCK@0.05 | PCK@0.1 | jitter (gt) | rot err median deg (frames) | raw pose rot err | "
-            "losses (re-acq. mean) | encodes/frame (tracked) | ms/frame p50 | states |")
-    lines = [f"### {setting}", "", head, "|" + "---|" * 10]
+            "losses (re-acq. mean) | found rate (re-acq. after hidden, never) | encodes/frame (tracked) | "
+            "ms/frame p50 | states |")
+    lines = [f"### {setting}", "", head, "|" + "---|" * 11]
     for name, p in results.items():
         states = ", ".join(f"{k} {v}" for k, v in sorted(p["states"].items()))
         lines.append(f"| {name} | {p['pck@0.05']} | {p['pck@0.1']} | {p['jitter']} ({p['jitter_gt']}) | "
                      f"{p['rot_err_median_deg']} ({p['pose_frames']}) | {p['rot_err_raw_median_deg']} | {p['losses']} "
-                     f"({p['frames_to_reacquire_mean']}) | {p['encodes_per_frame']} "
+                     f"({p['frames_to_reacquire_mean']}) | {p['found_rate_mean']} "
+                     f"({p['frames_to_reacquire_after_hidden_mean']}, {p['not_reacquired_after_hidden']}) | "
+                     f"{p['encodes_per_frame']} "
                      f"({p['encodes_per_tracked_frame']}) | {p['ms_per_frame_p50']} | {states} |")
     return "\n".join(lines)
 
@@ -186,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--categories", nargs="+", default=["mug", "bottle", "lamp"])
     ap.add_argument("--settings", nargs="+", default=["small", "normal"], choices=["small", "normal"])
     ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--occlusion", metavar="A:B", help="scenes with a panel hiding the object in frames A..B-1")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=k=v,k=v",
                     help="extra variant: engine options changed from the defaults (repeatable)")
     ap.add_argument("--no-defaults", action="store_true", help="run only the --variant variants")
@@ -209,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         per_variant: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
         for seed in args.seeds:
             for cat in args.categories:
-                scene = _scene(args.out, setting, cat, seed, args.frames)
+                scene = _scene(args.out, setting, cat, seed, args.frames, args.occlusion)
                 index, spec, ref_pose, frames = _load(scene, base_cfg.depth_scale)
                 for name, changes in variants.items():
                     r = run_scene(engine, base_cfg, changes, index, spec, ref_pose, frames)
