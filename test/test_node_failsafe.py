@@ -348,7 +348,7 @@ def test_a_slow_engine_gets_the_newest_frame_and_conversions_are_paced(make_node
     """At 20 Hz into a 0.3 s engine, each frame the engine takes is converted just before it is free: the result's
     input-to-publish latency stays near one engine call (a frame converted when the previous one started would
     be ~0.6 s old), and frames that would be superseded are not converted at all."""
-    import semcorr_ros.ros.node as node_module
+    import semcorr_ros.ros.node_workers as node_module
 
     conversions = []
     real = node_module.frame_from_messages
