@@ -169,8 +169,12 @@ class EngineConfig:
         True, "At a periodic re-detection, keep per keypoint the detection or the track, whichever fits the "
         "joint 3D pose of both better (off: the detection replaces the track).", tier=ADVANCED)
     tracking_anchor_pose: bool = _crop(
-        True, "On a tracked frame, output the last detection's pose moved by the rigid motion of the tracked 3D "
-        "points since then (off: the frame's own pose from the reference's 3D points).", tier=ADVANCED)
+        True, "On a tracked frame, output the track's pose estimate moved by the rigid motion of the tracked 3D "
+        "points since its anchor frame (off: the frame's own pose from the reference's 3D points).", tier=ADVANCED)
+    tracking_pose_window: int = _crop(
+        10, "With tracking_anchor_pose: average about this many frames' own poses (each mapped into one frame "
+        "by the tracked motion) into the output pose (1: carry the last detection's pose alone).",
+        range=(1, 1000), tier=ADVANCED)
     tracking_filter: str = _crop(
         "one-euro", "Temporal filter of the tracked keypoints (2D and 3D) and pose: one-euro or off.",
         choices=TRACKING_FILTERS, tier=ADVANCED)

@@ -281,7 +281,7 @@ def test_parameter_set_is_unchanged() -> None:
         "marker_scale", "diagnostics_period",
         "tracking", "tracking_redetect_every", "tracking_max_gap", "tracking_min_keypoints", "tracking_min_score",
         "tracking_max_jump", "tracking_reacquire_ratio", "tracking_velocity", "tracking_arbitrate",
-        "tracking_anchor_pose", "tracking_filter", "tracking_min_cutoff", "tracking_beta"}
+        "tracking_anchor_pose", "tracking_pose_window", "tracking_filter", "tracking_min_cutoff", "tracking_beta"}
     assert set(params.PARAMETERS_BY_NAME) == expected
     assert params.REFERENCE_PARAMETERS == {"reference_file", "reference_image", "reference_depth",
                                            "reference_intrinsics"}

@@ -371,7 +371,7 @@ def test_anchored_pose_moves_the_detection_pose_by_the_tracked_motion():
                         inliers=np.ones(6, bool), n_inliers=4, rmse=0.01)
     det = replace_pose(_matches(np.zeros((6, 2)), pts0), anchor)
     tr = Track("o", 0, 0.0, np.zeros((6, 2)), np.ones(6, bool))
-    cfg = EngineConfig()
+    cfg = EngineConfig(tracking_pose_window=1)  # the detection's pose alone, moved
     assert anchored_pose(tr, det, "detecting", cfg) is anchor and tr.anchor is not None
     M, d = rotation_exp([0.1, 0.0, 0.05]), np.array([0.02, -0.01, 0.03])  # the object's motion since then
     pts1 = pts0 @ M.T + d
@@ -384,6 +384,49 @@ def test_anchored_pose_moves_the_detection_pose_by_the_tracked_motion():
     # motion that cannot be fitted (the points scattered): the frame's own pose
     scattered = replace_pose(_matches(np.zeros((6, 2)), rng.uniform(-1, 1, (6, 3))), own)
     assert anchored_pose(tr, scattered, "tracked", cfg) is own
+
+
+def test_anchored_pose_averages_the_frames_own_poses_and_leaves_outliers_out():
+    from semcorr_ros.engine.filters import rotation_log
+    from semcorr_ros.engine.tracking import Track
+    from semcorr_ros.engine.tracking_output import anchored_pose
+
+    rng = np.random.default_rng(5)
+    obj = rng.uniform(-0.08, 0.08, (8, 3))                  # the object's points in its own frame
+    R0, t0 = rotation_exp([0.2, -0.4, 0.1]), np.array([0.05, 0.0, 0.8])
+    cfg = EngineConfig(tracking_pose_window=10)
+
+    def frame(i: int, noise: np.ndarray | None = None, flip: bool = False) -> tuple[MatchResult, np.ndarray]:
+        Ri = rotation_exp([0.0, 0.03 * i, 0.0]) @ R0           # the object turns 1.7 degrees a frame
+        ti = t0 + [0.004 * i, 0.0, 0.0]
+        pts = obj @ Ri.T + ti
+        Rn = Ri @ rotation_exp(noise if noise is not None else rng.normal(0, 0.12, 3))  # ~12 degrees per axis
+        if flip:
+            Rn = Ri @ rotation_exp([0.0, 0.0, np.pi])
+        own = PoseResult(R=Rn, t=ti + rng.normal(0, 0.01, 3), valid=True, inliers=np.ones(8, bool), n_inliers=8,
+                         rmse=0.01)
+        return replace_pose(_matches(np.zeros((8, 2)), pts), own), Ri
+
+    def err(R: np.ndarray, truth: np.ndarray) -> float:
+        return float(np.degrees(np.linalg.norm(rotation_log(R.T @ truth))))
+
+    tr = Track("o", 0, 0.0, np.zeros((8, 2)), np.ones(8, bool))
+    own_err, out_err = [], []
+    for i in range(40):
+        res, truth = frame(i)
+        pose = anchored_pose(tr, res, "detecting" if i % 10 == 0 else "tracked", cfg)
+        if i >= 10:  # once about a window of frames is averaged
+            own_err.append(err(res.pose.R, truth))
+            out_err.append(err(pose.R, truth))
+    assert np.median(out_err) < 0.5 * np.median(own_err), (np.median(out_err), np.median(own_err))
+    # one flipped frame is left out; the estimate holds
+    res, truth = frame(40, flip=True)
+    assert err(anchored_pose(tr, res, "tracked", cfg).R, truth) < 10.0
+    # the flip persists: after a few frames in a row the estimate restarts from it
+    for i in (41, 42):
+        res, truth = frame(i, flip=True)
+        pose = anchored_pose(tr, res, "tracked", cfg)
+    assert err(pose.R, truth) > 170.0
 
 
 def replace_pose(r: MatchResult, pose: PoseResult) -> MatchResult:

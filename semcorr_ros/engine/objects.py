@@ -28,7 +28,7 @@ from semcorr_ros.engine import stages
 from semcorr_ros.engine.types import MatchResult
 from semcorr_ros.engine.views import Reference
 
-__all__ = ["ObjectModel", "ObjectResult", "match_object", "SELECT_STAGES", "FINISH_STAGES"]
+__all__ = ["ObjectModel", "ObjectResult", "match_object", "object_order", "SELECT_STAGES", "FINISH_STAGES"]
 
 #: stages every view of a multi-view object runs before the choice of the view
 SELECT_STAGES: tuple[stages.Stage, ...] = (stages.encode, stages.prior, stages.match)
@@ -122,43 +122,54 @@ def match_object(obj: ObjectModel, base: stages.Frame, context: Callable[[Refere
     return ObjectResult(obj.object_id, obj.views[best].reference_id, best, scores, result, source)
 
 
+def object_order(obj: ObjectModel, v: int, r: MatchResult) -> MatchResult:
+    """View ``v``'s result ``r`` in the object's keypoint order (keypoints the view lacks: NaN, invalid, score 0;
+    ``r`` itself when the view has every keypoint in order). The arrays are new: callers may fill them in."""
+    k, idx = len(obj.names), obj.index[v]
+    if len(idx) == k and np.array_equal(idx, np.arange(k)):
+        return r
+
+    def scatter(a: np.ndarray | None) -> np.ndarray | None:
+        if a is None:
+            return None
+        a = np.asarray(a)
+        out = np.full((k, *a.shape[1:]), np.nan if a.dtype.kind == "f" else 0, dtype=a.dtype)
+        out[idx] = a
+        return out
+
+    score, feats = np.zeros(k), scatter(r.score_features)
+    score[idx] = r.score
+    if feats is not None:
+        feats[~np.isin(np.arange(k), idx)] = 0.0
+    pose = r.pose if r.pose is None else replace(r.pose, inliers=scatter(np.asarray(r.pose.inliers, bool)))
+    return replace(r, names=list(obj.names), xy=scatter(r.xy), ref_xy=scatter(r.ref_xy), score=score,
+                   valid=scatter(np.asarray(r.valid, bool)), points3d=scatter(r.points3d),
+                   has_3d=scatter(np.asarray(r.has_3d, bool)), score_features=feats, pose=pose)
+
+
 def _assemble(obj: ObjectModel, best: int, chosen: MatchResult, frames: list[stages.Frame],
               ctxs: list[stages.Context]) -> tuple[MatchResult, np.ndarray]:
     """The chosen view's matches in the object's keypoint order, the keypoints it lacks filled from the other
     views' valid first-pass matches."""
     k = len(obj.names)
     idx = obj.index[best]
-    if len(idx) == k and np.array_equal(idx, np.arange(k)):
+    out = object_order(obj, best, chosen)
+    if out is chosen:
         return chosen, np.full(k, best)
-    xy, ref_xy, points = np.full((k, 2), np.nan), np.full((k, 2), np.nan), np.full((k, 3), np.nan)
-    score, valid, has_3d = np.zeros(k), np.zeros(k, bool), np.zeros(k, bool)
-    feats = None if chosen.score_features is None else np.zeros((k, chosen.score_features.shape[1]))
-    source = np.full(k, -1)
-
-    def put(at: np.ndarray, r: MatchResult, rows: np.ndarray | slice, v: int) -> None:
-        xy[at], ref_xy[at], score[at], valid[at] = r.xy[rows], r.ref_xy[rows], r.score[rows], r.valid[rows]
-        points[at], has_3d[at], source[at] = r.points3d[rows], r.has_3d[rows], v
-        if feats is not None and r.score_features is not None:
-            feats[at] = r.score_features[rows]
-
-    put(idx, chosen, slice(None), best)
+    source = np.where(np.isin(np.arange(k), idx), best, -1)
     missing = np.setdiff1d(np.arange(k), idx)
-    if len(missing):
-        others = []
-        for v, (f, ctx) in enumerate(zip(frames, ctxs)):
-            if v != best:
-                stages.lift(ctx, f)  # validity and 3D of the other views' first-pass matches
-                others.append((v, f.result(obj.views[v])))
-        for j in missing:
-            cands = [(r.score[r_i], v, r, r_i) for v, r in others
-                     for r_i in np.where(obj.index[v] == j)[0] if r.valid[r_i]]
-            if cands:
-                _, v, r, r_i = max(cands, key=lambda c: c[0])
-                put(np.array([j]), r, np.array([r_i]), v)
-    pose = chosen.pose
-    if pose is not None:
-        inliers = np.zeros(k, bool)
-        inliers[idx] = pose.inliers
-        pose = replace(pose, inliers=inliers)
-    return replace(chosen, names=list(obj.names), ref_xy=ref_xy, xy=xy, score=score, valid=valid, points3d=points,
-                   has_3d=has_3d, score_features=feats, pose=pose), source
+    others = []
+    for v, (f, ctx) in enumerate(zip(frames, ctxs)):
+        if v != best and len(missing):
+            stages.lift(ctx, f)  # validity and 3D of the other views' first-pass matches
+            others.append((v, f.result(obj.views[v])))
+    for j in missing:
+        cands = [(r.score[r_i], v, r, r_i) for v, r in others
+                 for r_i in np.where(obj.index[v] == j)[0] if r.valid[r_i]]
+        if cands:
+            _, v, r, r_i = max(cands, key=lambda c: c[0])
+            out.xy[j], out.ref_xy[j], out.score[j], out.valid[j] = r.xy[r_i], r.ref_xy[r_i], r.score[r_i], r.valid[r_i]
+            out.points3d[j], out.has_3d[j], source[j] = r.points3d[r_i], r.has_3d[r_i], v
+            if out.score_features is not None and r.score_features is not None:
+                out.score_features[j] = r.score_features[r_i]
+    return out, source

@@ -40,12 +40,12 @@ from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import depth_aware, kbc, stages
 from semcorr_ros.engine.filters import OneEuroFilter, RotationFilter
 from semcorr_ros.engine.matching import pixels_to_uv
-from semcorr_ros.engine.objects import ObjectModel, ObjectResult, match_object
-from semcorr_ros.engine.tracking_output import (anchored_pose, filtered, object_order, pose_expected,
+from semcorr_ros.engine.objects import ObjectModel, ObjectResult, match_object, object_order
+from semcorr_ros.engine.tracking_output import (PoseAnchor, anchored_pose, filtered, pose_expected,
                                                 reset_filters, reset_pose_filters)
 from semcorr_ros.engine.tracking_rules import (arbitrate, mean_score, object_size, predict_keypoints,
                                                reacquire_check, similarity_fill, track_check)
-from semcorr_ros.engine.types import MatchResult, PoseResult
+from semcorr_ros.engine.types import MatchResult
 from semcorr_ros.engine.views import Reference, View
 
 __all__ = ["TRACK_STATES", "Track", "Tracker", "track_check", "tracked_pass", "predict_keypoints",
@@ -125,8 +125,8 @@ class Track:
     level: float = float("nan")
     n_level: int = 0
     score: np.ndarray | None = None             # [K] last confidences (object order)
-    #: the last detection's pose and 3D points (object order): tracked poses are this pose moved rigidly
-    anchor: tuple[PoseResult, np.ndarray, np.ndarray] | None = None
+    #: the pose estimate in a recent frame and that frame's 3D points: tracked poses are it moved rigidly
+    anchor: PoseAnchor | None = None
     f2d: OneEuroFilter | None = None
     f3d: OneEuroFilter | None = None
     ft: OneEuroFilter | None = None
