@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from semcorr_ros.engine.norms import unit_norm
 from semcorr_ros.engine.ransac import ransac, torch_triples
 from semcorr_ros.errors import InputError
 
@@ -71,7 +72,7 @@ def coarse_map(fmap: torch.Tensor, grid: int = FIT_GRID) -> torch.Tensor:
     """``[C, g, g]`` unit-norm average-pooled copy of ``fmap [C, G, G]`` with ``g = min(G, grid)``."""
     if fmap.shape[-1] <= grid and fmap.shape[-2] <= grid:
         return fmap
-    return F.normalize(F.adaptive_avg_pool2d(fmap[None].float(), grid)[0], dim=0)
+    return unit_norm(F.adaptive_avg_pool2d(fmap[None].float(), grid)[0], dim=0)
 
 
 def _cell_centres(g: int, device: torch.device) -> torch.Tensor:
@@ -215,7 +216,8 @@ def consensus_prior(ref_map: torch.Tensor, live_map: torch.Tensor, ref_uv: torch
 
     if ref_uv.shape[0] == 0:
         return off("no keypoints")
-    if not (torch.isfinite(ref_map).all() and torch.isfinite(live_map).all() and torch.isfinite(ref_uv).all()):
+    # a map's sum is non-finite exactly when an element is (unit-norm values cannot overflow it): one pass, no mask
+    if not (torch.isfinite(ref_map.sum()) and torch.isfinite(live_map.sum()) and torch.isfinite(ref_uv).all()):
         return off("non-finite input")
     g = ref_map.shape[-1]
     lo, hi = ref_uv.amin(0), ref_uv.amax(0)

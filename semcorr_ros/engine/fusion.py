@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semcorr_ros.engine.norms import unit_norm
 from semcorr_ros.engine.safetensors_io import read_safetensors, write_safetensors
 from semcorr_ros.errors import WeightsError
 
@@ -146,7 +147,7 @@ class FeatureFusion(nn.Module):
                 m = torch.einsum("rc,bchw->brhw", p.to(m), m)
             if m.shape[-2:] != (grid, grid):
                 m = F.interpolate(m, size=(grid, grid), mode="bilinear", align_corners=False)
-            out.append(F.normalize(m, dim=1) * w[i].sqrt())
+            out.append(unit_norm(m, dim=1) * w[i].sqrt())
         return torch.cat(out, dim=1)
 
 
