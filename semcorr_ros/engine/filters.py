@@ -120,6 +120,12 @@ def rotation_log(R: np.ndarray) -> np.ndarray:
     return w * (angle / (2.0 * math.sin(angle)))
 
 
+def nearest_rotation(M: np.ndarray) -> np.ndarray:
+    """The rotation nearest to a ``[3, 3]`` matrix (Frobenius norm; SVD with the determinant fixed)."""
+    u, _, vt = np.linalg.svd(np.asarray(M, dtype=np.float64))
+    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
+
+
 def rotation_exp(w: np.ndarray) -> np.ndarray:
     """Rotation ``[3, 3]`` of a rotation vector ``w [3]`` (Rodrigues)."""
     w = np.asarray(w, dtype=np.float64).reshape(3)
@@ -170,10 +176,6 @@ class RotationFilter:
         self.w = ad * delta / dt + (1.0 - ad) * self.w
         a = float(alpha(self.min_cutoff + self.beta * float(np.linalg.norm(self.w)), dt))
         out = self.R @ rotation_exp(a * delta)
-        u, _, vt = np.linalg.svd(out)  # keep it a rotation despite rounding
-        out = u @ vt
-        if np.linalg.det(out) < 0:
-            u[:, -1] *= -1
-            out = u @ vt
+        out = nearest_rotation(out)  # keep it a rotation despite rounding
         self.R, self.t = out, t
         return out.copy()

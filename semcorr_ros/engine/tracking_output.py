@@ -12,7 +12,7 @@ import numpy as np
 
 from semcorr_ros.config import EngineConfig
 from semcorr_ros.engine import stages
-from semcorr_ros.engine.filters import rotation_log
+from semcorr_ros.engine.filters import nearest_rotation, rotation_log
 from semcorr_ros.engine.pose import estimate_pose
 from semcorr_ros.engine.types import MatchResult, PoseResult
 from semcorr_ros.engine.views import Reference
@@ -84,8 +84,7 @@ def _average(a: PoseAnchor, m: PoseResult, own: PoseResult, window: int) -> None
             a.pose, a.weight, a.misses = replace(a.pose, R=R, t=t), 1.0, 0
         return
     w = a.weight
-    u, _, vt = np.linalg.svd(w * np.asarray(a.pose.R) + R)  # chordal mean: the nearest rotation to the sum
-    mean_R = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    mean_R = nearest_rotation(w * np.asarray(a.pose.R) + R)  # chordal mean: the nearest rotation to the sum
     mean_t = (w * np.asarray(a.pose.t).reshape(3) + t) / (w + 1.0)
     a.pose, a.weight, a.misses = replace(a.pose, R=mean_R, t=mean_t), min(w + 1.0, float(window)), 0
 
